@@ -1,0 +1,1 @@
+"""The aggregation engine: beacons become view sessions and rollups, materialized into Redis."""

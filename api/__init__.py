@@ -1,0 +1,1 @@
+"""The query API: Livepeer-compatible metrics served from Redis."""

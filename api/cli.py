@@ -1,0 +1,104 @@
+"""`playpulse`: one command for every service and admin task.
+
+Subcommands import their service lazily, so `playpulse ingest` never loads the API's code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+
+
+def _stack(action: str) -> int:
+    script = REPO_DIR / "deploy" / "stack.sh"
+    if not script.exists():
+        print(f"playpulse {action} needs a source checkout (no {script})", file=sys.stderr)
+        return 2
+    return subprocess.call(["bash", str(script), action])
+
+
+async def _playbacks(args: argparse.Namespace) -> int:
+    from redis.asyncio import Redis
+
+    from ingest.registry import Playback, PlaybackRegistry
+    from ingest.settings import IngestSettings
+
+    settings = IngestSettings.from_env()
+    redis = Redis.from_url(settings.redis_url)
+    registry = PlaybackRegistry(redis, cache_s=0.001)
+    try:
+        if args.playbacks_cmd == "add":
+            await registry.add(Playback(args.playback_id, args.creator, args.asset, args.stream))
+            print(f"registered {args.playback_id}")
+        elif args.playbacks_cmd == "remove":
+            if not await registry.remove(args.playback_id):
+                print(f"no such playback: {args.playback_id}", file=sys.stderr)
+                return 1
+            print(f"removed {args.playback_id}")
+        else:
+            for p in await registry.list():
+                print(
+                    f"{p.playback_id}\tcreator={p.creator_id or '-'}\t"
+                    f"asset={p.asset_id or '-'}\tstream={p.stream_id or '-'}"
+                )
+    finally:
+        await redis.aclose()
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="playpulse", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("ingest", help="run the beacon collector (PLAYPULSE_INGEST_ADDR)")
+    sub.add_parser("aggregate", help="run an aggregator worker")
+    sub.add_parser("api", help="run the query API (PLAYPULSE_API_ADDR)")
+    sim = sub.add_parser("simulate", help="simulated players posting beacons", add_help=False)
+    sim.add_argument("rest", nargs=argparse.REMAINDER)
+    sub.add_parser("up", help="start the whole local stack in the background")
+    sub.add_parser("down", help="stop the whole local stack")
+    sub.add_parser("keys", help="manage API keys")
+    pb = sub.add_parser(
+        "playbacks", help="the playback registry: playback -> creator, asset/stream"
+    )
+    pbs = pb.add_subparsers(dest="playbacks_cmd", required=True)
+    add = pbs.add_parser("add")
+    add.add_argument("playback_id")
+    add.add_argument("--creator")
+    target = add.add_mutually_exclusive_group()
+    target.add_argument("--asset")
+    target.add_argument("--stream")
+    rm = pbs.add_parser("remove")
+    rm.add_argument("playback_id")
+    pbs.add_parser("list")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(argv)
+    if args.cmd == "ingest":
+        from ingest.app import main as ingest_main
+
+        ingest_main()
+    elif args.cmd == "simulate":
+        from ingest.simulate import main as simulate_main
+
+        sys.exit(simulate_main(args.rest))
+    elif args.cmd in ("up", "down"):
+        sys.exit(_stack(args.cmd))
+    elif args.cmd == "playbacks":
+        sys.exit(asyncio.run(_playbacks(args)))
+    else:
+        # Honest about what is not built yet rather than a stub that pretends.
+        print(f"playpulse {args.cmd}: not implemented yet", file=sys.stderr)
+        sys.exit(os.EX_UNAVAILABLE)
+
+
+if __name__ == "__main__":
+    main()

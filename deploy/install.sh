@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what the stack needs and is missing: Redis and Prometheus from Debian, the Kafka broker's
+# jars from Maven Central. Idempotent; fast when everything is already there.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+
+need_apt=()
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v prometheus >/dev/null || need_apt+=(prometheus)
+command -v promtool >/dev/null || need_apt+=(prometheus)
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
+  command -v mvn >/dev/null || need_apt+=(maven)
+  say "installing Debian packages: ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+command -v java >/dev/null || die "java (17+) is required for Kafka"
+command -v mvn >/dev/null || die "maven is required to fetch Kafka's jars"
+
+stamp="$KAFKA_LIBS/.pom.sha256"
+want="$(sha256sum "$DEPLOY_DIR/kafka/pom.xml" | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  say "resolving the Kafka broker's jars from Maven Central"
+  rm -rf "$KAFKA_LIBS"
+  mvn -B -q -f "$DEPLOY_DIR/kafka/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS"
+  echo "$want" > "$stamp"
+fi

@@ -1,0 +1,1 @@
+"""The beacon collector: validates and enriches player beacons and writes them to Kafka."""

@@ -1,0 +1,49 @@
+"""Fixtures shared by the integration tests: the real Kafka and Redis that `make test` started.
+
+Integration tests never fall back to fakes: when the servers are not there, they fail loudly.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from ingest.settings import IngestSettings
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+PAYLOADS_DIR = REPO_DIR.parent / "shared" / "research" / "player-payloads"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in item.nodeid.split("::")[0]:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+def ingest_settings() -> IngestSettings:
+    """Settings for the test servers, with a topic of the test's own."""
+    base = IngestSettings.from_env()
+    return replace(base, topic=f"beacons-test-{uuid.uuid4().hex[:8]}", topic_partitions=3)
+
+
+@pytest.fixture
+async def redis(ingest_settings: IngestSettings) -> AsyncIterator[Redis]:
+    client = Redis.from_url(ingest_settings.redis_url)
+    await client.ping()
+    yield client
+    await client.aclose()
+
+
+def kafka_ctl(action: str) -> None:
+    """Stops or starts the test broker through the same script `make test` used."""
+    subprocess.run(
+        ["bash", str(REPO_DIR / "deploy" / "kafka.sh"), action], check=True, env=os.environ.copy()
+    )
