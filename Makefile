@@ -38,6 +38,7 @@ bench: deps
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy ingest aggregator api
 
 clean: down
 	rm -rf .state

@@ -41,6 +41,12 @@ async def _playbacks(args: argparse.Namespace) -> int:
                 print(f"no such playback: {args.playback_id}", file=sys.stderr)
                 return 1
             print(f"removed {args.playback_id}")
+        elif args.playbacks_cmd == "add-demo":
+            from ingest.fleet import CATALOGUE
+
+            for e in CATALOGUE:
+                await registry.add(Playback(e.playback_id, e.creator_id, e.asset_id, e.stream_id))
+            print(f"registered {len(CATALOGUE)} demo playbacks")
         else:
             for p in await registry.list():
                 print(
@@ -58,8 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("ingest", help="run the beacon collector (PLAYPULSE_INGEST_ADDR)")
     sub.add_parser("aggregate", help="run an aggregator worker")
     sub.add_parser("api", help="run the query API (PLAYPULSE_API_ADDR)")
-    sim = sub.add_parser("simulate", help="simulated players posting beacons", add_help=False)
-    sim.add_argument("rest", nargs=argparse.REMAINDER)
+    sub.add_parser("simulate", help="simulated players posting beacons (see simulate --help)")
     sub.add_parser("up", help="start the whole local stack in the background")
     sub.add_parser("down", help="stop the whole local stack")
     sub.add_parser("keys", help="manage API keys")
@@ -76,20 +81,21 @@ def _parser() -> argparse.ArgumentParser:
     rm = pbs.add_parser("remove")
     rm.add_argument("playback_id")
     pbs.add_parser("list")
+    pbs.add_parser("add-demo", help="register the simulated players' catalogue")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["simulate"]:  # the simulator parses its own options
+        from ingest.simulate import main as simulate_main
+
+        sys.exit(simulate_main(argv[1:]))
     args = _parser().parse_args(argv)
     if args.cmd == "ingest":
         from ingest.app import main as ingest_main
 
         ingest_main()
-    elif args.cmd == "simulate":
-        from ingest.simulate import main as simulate_main
-
-        sys.exit(simulate_main(args.rest))
     elif args.cmd in ("up", "down"):
         sys.exit(_stack(args.cmd))
     elif args.cmd == "playbacks":

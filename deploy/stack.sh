@@ -45,7 +45,7 @@ up() {
     mkdir -p "$(dirname "$GEO_DB")"
     "$PY" -c 'import sys; from ingest.geodb import build_db; build_db(sys.argv[1])' "$GEO_DB"
   fi
-  "$PY" -m ingest.fleet register >/dev/null
+  "$PLAYPULSE" playbacks add-demo >/dev/null
   start_service ingest "http://$PLAYPULSE_INGEST_ADDR/healthz" "$PLAYPULSE" ingest
   say "collector: http://$PLAYPULSE_INGEST_ADDR/analytics/log   prometheus: http://$PLAYPULSE_PROMETHEUS_ADDR"
 }

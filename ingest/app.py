@@ -8,8 +8,10 @@ valid events of a partly bad one.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -247,7 +249,7 @@ def create_app(
     app.router.add_get("/readyz", collector.readyz)
     app.router.add_get("/metrics", collector.metrics_view)
 
-    async def lifespan(app: web.Application):  # type: ignore[no-untyped-def]
+    async def lifespan(app: web.Application) -> AsyncIterator[None]:
         await app[SINK].start()
         yield
         await app[SINK].stop()
@@ -271,9 +273,7 @@ def main(argv: list[str] | None = None) -> None:
     )
 
 
-def _new_loop():  # type: ignore[no-untyped-def]
-    import asyncio
-
+def _new_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
     except ImportError:

@@ -46,11 +46,13 @@ class PlaybackRegistry:
         )
 
     async def add(self, playback: Playback) -> None:
-        fields = {k: v for k, v in asdict(playback).items() if v is not None and k != "playback_id"}
+        fields: dict[str, str] = {
+            k: v for k, v in asdict(playback).items() if v is not None and k != "playback_id"
+        }
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.delete(PLAYBACK_KEY.format(playback.playback_id))
             if fields:
-                pipe.hset(PLAYBACK_KEY.format(playback.playback_id), mapping=fields)
+                pipe.hset(PLAYBACK_KEY.format(playback.playback_id), mapping=fields)  # type: ignore[arg-type]  # redis-py types the key invariantly
             else:
                 pipe.hset(PLAYBACK_KEY.format(playback.playback_id), "creator_id", "")
             pipe.sadd(PLAYBACK_INDEX_KEY, playback.playback_id)
