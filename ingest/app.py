@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from ingest.beacon import Envelope, InvalidBeacon, parse_beacon
 from ingest.enrich import GeoLocator, client_ip, dimensions, parse_user_agent, viewer_hash
 from ingest.metrics import IngestMetrics
-from ingest.record import beacon_record
+from ingest.record import envelope_item
 from ingest.registry import Playback, PlaybackRegistry
 from ingest.settings import IngestSettings
 from ingest.sink import BeaconSink, SinkUnavailable
@@ -179,7 +179,7 @@ class Collector:
             ip,
             settings.viewer_hash_salt,
         )
-        return beacon_record(
+        return envelope_item(
             envelope,
             server_ts_ms=server_ts_ms,
             viewer_hash=viewer,

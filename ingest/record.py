@@ -1,17 +1,20 @@
-"""The `beacons` topic's record format: one Kafka record per accepted envelope.
+"""The `beacons` topic's record format: one Kafka record per partition batch of envelopes.
 
-Key: the envelope's `session_id` (UTF-8), so every event of a session lands in one partition
-(aiokafka's default murmur2 partitioner, the same as the Java client's).
-Value: an orjson-encoded object, version 1:
+The collector coalesces the envelopes it accepts at about the same time for the same partition
+(`ingest.batcher`): the partition is Kafka's default partitioner applied to the `session_id`, so
+every envelope of a session lands in one partition, in acceptance order. Records carry no key.
+Value: an orjson-encoded object, version 2:
 
-    {"v": 1,
-     "server_timestamp": 1732370000123,        # ms, the collector's clock when it accepted the envelope
-     "envelope": {...},                         # the envelope's fields as sent, minus `events`
-     "viewer_hash": "…",                        # uid when given, else salted sha256(domain, UA, client IP)
-     "playback": {"creatorId": …, "assetId": …, "streamId": …},   # from the playback registry, or nulls
-     "dims": {"deviceType": …, "device": …, "cpu": …, "os": …, "browser": …, "browserEngine": …,
-              "continent": …, "country": …, "subdivision": …, "timezone": …, "geohash": …},
-     "events": [{...}, ...]}                    # the valid events, as sent
+    {"v": 2,
+     "envelopes": [
+       {"server_timestamp": 1732370000123,     # ms, the collector's clock when it accepted the envelope
+        "envelope": {...},                      # the envelope's fields as sent, minus `events`
+        "viewer_hash": "…",                     # uid when given, else HMAC(salt; domain, UA, client IP)
+        "playback": {"creatorId": …, "assetId": …, "streamId": …},   # playback registry, or nulls
+        "dims": {"deviceType": …, "device": …, "cpu": …, "os": …, "browser": …, "browserEngine": …,
+                 "continent": …, "country": …, "subdivision": …, "timezone": …, "geohash": …},
+        "events": [{...}, ...]},                # the valid events, as sent
+       ...]}
 
 Enrichment lives only here, server side; nothing the client sent under these names is trusted.
 """
@@ -25,10 +28,12 @@ import orjson
 from ingest.beacon import Envelope
 from ingest.registry import Playback
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
+_HEAD = b'{"v":2,"envelopes":['
+_TAIL = b"]}"
 
 
-def beacon_record(
+def envelope_item(
     envelope: Envelope,
     *,
     server_ts_ms: int,
@@ -38,7 +43,6 @@ def beacon_record(
 ) -> bytes:
     return orjson.dumps(
         {
-            "v": RECORD_VERSION,
             "server_timestamp": server_ts_ms,
             "envelope": envelope.fields,
             "viewer_hash": viewer_hash,
@@ -53,10 +57,19 @@ def beacon_record(
     )
 
 
-def decode_record(value: bytes) -> dict[str, Any]:
+def encode_record(items: list[bytes]) -> bytes:
+    """Joins `envelope_item`s into one record without decoding them again."""
+    return b"".join((_HEAD, b",".join(items), _TAIL))
+
+
+def decode_record(value: bytes) -> list[dict[str, Any]]:
+    """The envelopes of one record, in acceptance order."""
     record = orjson.loads(value)
     if not isinstance(record, dict):
         raise ValueError("beacons record: not a JSON object")
     if record.get("v") != RECORD_VERSION:
         raise ValueError(f"beacons record: unsupported version {record.get('v')!r}")
-    return record
+    envelopes = record.get("envelopes")
+    if not isinstance(envelopes, list):
+        raise ValueError("beacons record: `envelopes` is not a list")
+    return envelopes

@@ -45,6 +45,8 @@ class IngestSettings:
     max_events: int = 1000
     # How long a request may wait for Kafka's acknowledgement before answering 503.
     produce_timeout_s: float = 5.0
+    # How long an envelope may wait for others bound to the same partition (0: the loop's turn).
+    batch_linger_ms: float = 0.0
     retry_after_s: int = 5
     # Enrichment.
     viewer_hash_salt: str = "playpulse"
@@ -73,6 +75,7 @@ class IngestSettings:
             produce_timeout_s=float(
                 env.get("PLAYPULSE_INGEST_PRODUCE_TIMEOUT_S", d.produce_timeout_s)
             ),
+            batch_linger_ms=float(env.get("PLAYPULSE_INGEST_BATCH_LINGER_MS", d.batch_linger_ms)),
             retry_after_s=int(env.get("PLAYPULSE_INGEST_RETRY_AFTER_S", d.retry_after_s)),
             viewer_hash_salt=env.get("PLAYPULSE_VIEWER_HASH_SALT", d.viewer_hash_salt),
             geoip_db=env.get("PLAYPULSE_GEOIP_DB") or None,

@@ -1,6 +1,7 @@
 """The collector's Kafka sink: an idempotent producer that answers only once Kafka has acknowledged.
 
-Contract of `BeaconSink.publish`: it returns after the broker acknowledged the record (acks=all), or
+Contract of `BeaconSink.publish`: it returns after the broker acknowledged the record holding
+the envelope (acks=all; envelopes are coalesced per partition by `ingest.batcher`), or
 raises `SinkUnavailable` within `produce_timeout_s`. It never buffers beyond aiokafka's own bounded
 accumulator (about one batch per partition), and refuses at once while more than `max_in_flight`
 records wait, or while Kafka is known to be down, so a Kafka outage turns into fast 503s instead of
@@ -20,6 +21,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from ingest.batcher import PartitionBatcher, partition_for
+from ingest.record import encode_record
 from ingest.settings import IngestSettings
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,10 @@ class BeaconSink:
         self._producer: AIOKafkaProducer | None = None
         self._connector: asyncio.Task[None] | None = None
         self._in_flight = 0
+        self._partitions = 0
+        self._batcher = PartitionBatcher(
+            self._send_record, encode_record, linger_s=settings.batch_linger_ms / 1000
+        )
         # Monotonic time until which publish fails fast after a timeout; a probe may lift it earlier.
         self._down_until = 0.0
 
@@ -61,6 +68,7 @@ class BeaconSink:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connector
         if self._producer is not None:
+            await self._batcher.drain()
             await self._producer.stop()
             self._producer = None
 
@@ -79,6 +87,7 @@ class BeaconSink:
             try:
                 await producer.start()
                 await self._ensure_topic()
+                self._partitions = len(await producer.partitions_for(self._settings.topic))
             except (KafkaError, OSError) as exc:
                 log.warning("kafka not reachable yet (%s); retrying", exc)
                 with contextlib.suppress(KafkaError, OSError):
@@ -94,8 +103,8 @@ class BeaconSink:
 
     async def _ensure_topic(self) -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=self._settings.kafka_bootstrap)
-        await admin.start()
         try:
+            await admin.start()
             topic = NewTopic(self._settings.topic, self._settings.topic_partitions, 1)
             await admin.create_topics([topic])
         except TopicAlreadyExistsError:
@@ -103,9 +112,9 @@ class BeaconSink:
         finally:
             await admin.close()
 
-    async def publish(self, key: bytes, value: bytes) -> None:
-        producer = self._producer
-        if producer is None:
+    async def publish(self, session_id: bytes, item: bytes) -> None:
+        """Waits until Kafka acknowledged the record carrying `item` (an `envelope_item`)."""
+        if self._producer is None:
             raise SinkUnavailable("kafka not connected")
         if time.monotonic() < self._down_until:
             raise SinkUnavailable("kafka unavailable")
@@ -113,12 +122,19 @@ class BeaconSink:
             raise SinkUnavailable("too many records in flight")
         self._in_flight += 1
         try:
+            await self._batcher.add(partition_for(session_id, self._partitions), item)
+        finally:
+            self._in_flight -= 1
+
+    async def _send_record(self, partition: int, value: bytes) -> None:
+        producer = self._producer
+        if producer is None:
+            raise SinkUnavailable("kafka not connected")
+        try:
             async with asyncio.timeout(self._settings.produce_timeout_s):
-                fut = await producer.send(self._settings.topic, value=value, key=key)
+                fut = await producer.send(self._settings.topic, value=value, partition=partition)
                 await asyncio.shield(fut)
         except (TimeoutError, KafkaError) as exc:
             # Fail fast for a little while: every waiting request would time out the same way.
             self._down_until = time.monotonic() + self._settings.retry_after_s / 2
             raise SinkUnavailable(f"kafka did not acknowledge: {type(exc).__name__}") from exc
-        finally:
-            self._in_flight -= 1

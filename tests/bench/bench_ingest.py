@@ -2,7 +2,7 @@
 
 Prints events/s and accept latency (p50/p99, from wrk) for envelopes of 1 and of 20 events posted
 to a real `playpulse ingest` process on loopback, and the events/s that a bare idempotent aiokafka
-producer reaches with the same records, as a ratio. Not a test: it asserts nothing, it reports.
+producer reaches writing the same envelopes, one record each, as a ratio. Not a test: it asserts nothing, it reports.
 
 usage: python -m tests.bench.bench_ingest [--seconds S] [--connections C]
 """
@@ -23,6 +23,7 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from ingest.record import encode_record
 from ingest.settings import IngestSettings
 
 REPO_DIR = Path(__file__).resolve().parents[2]
@@ -132,7 +133,7 @@ def wrk(url: str, body: bytes, seconds: float, connections: int) -> tuple[float,
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--connections", type=int, default=128)
     args = parser.parse_args()
     settings = IngestSettings.from_env()
     env = {**os.environ, "PLAYPULSE_INGEST_ADDR": "127.0.0.1:18181"}
@@ -165,16 +166,21 @@ def main() -> None:
             doc = make_envelope(n_events)
             body = orjson.dumps(doc)
             rps, p50, p99 = wrk(url, body, args.seconds, args.connections)
-            # The raw producer sends records of the same shape the collector writes.
-            record = orjson.dumps(
-                {
-                    "v": 1,
-                    "server_timestamp": 0,
-                    "envelope": doc,
-                    "events": doc["events"],
-                    "dims": {},
-                    "viewer_hash": "x" * 64,
-                }
+            # The ceiling: a bare producer writing each envelope as its own record, in the
+            # collector's format (the collector coalesces concurrent envelopes per partition).
+            record = encode_record(
+                [
+                    orjson.dumps(
+                        {
+                            "server_timestamp": 0,
+                            "envelope": doc,
+                            "viewer_hash": "x" * 64,
+                            "playback": {},
+                            "dims": {},
+                            "events": doc["events"],
+                        }
+                    )
+                ]
             )
             raw = asyncio.run(producer_ceiling(settings, record, n_events, args.seconds))
             collector_eps = rps * n_events

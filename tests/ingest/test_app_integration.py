@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
 from ingest.app import create_app
+from ingest.batcher import partition_for
 from ingest.record import decode_record
 from ingest.registry import Playback, PlaybackRegistry
 from ingest.settings import IngestSettings
@@ -73,7 +74,10 @@ async def collector(
     await server.close()
 
 
-async def read_topic(settings: IngestSettings, expected: int, timeout_s: float = 20.0) -> list[Any]:
+async def read_envelopes(
+    settings: IngestSettings, expected: int, timeout_s: float = 20.0
+) -> list[tuple[int, dict[str, Any]]]:
+    """(partition, envelope) for every envelope in the topic, waiting for at least `expected`."""
     consumer = AIOKafkaConsumer(
         settings.topic,
         bootstrap_servers=settings.kafka_bootstrap,
@@ -82,20 +86,22 @@ async def read_topic(settings: IngestSettings, expected: int, timeout_s: float =
         group_id=None,
     )
     await consumer.start()
-    records: list[Any] = []
-    try:
-        deadline = time.monotonic() + timeout_s
-        while len(records) < expected and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            for msgs in batch.values():
-                records.extend(msgs)
-        # Anything beyond what we expected would be a duplicate: give it a moment to show up.
+    found: list[tuple[int, dict[str, Any]]] = []
+
+    async def poll() -> None:
         batch = await consumer.getmany(timeout_ms=500)
         for msgs in batch.values():
-            records.extend(msgs)
+            for msg in msgs:
+                found.extend((msg.partition, env) for env in decode_record(msg.value))
+
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(found) < expected and time.monotonic() < deadline:
+            await poll()
+        await poll()  # anything beyond what we expected would be a duplicate: let it show up
     finally:
         await consumer.stop()
-    return records
+    return found
 
 
 async def post(
@@ -118,9 +124,8 @@ async def test_real_livepeer_payloads_reach_kafka_enriched(
     assert status == 200, body
     assert body["accepted"] == len(doc["events"])
     assert headers["Access-Control-Allow-Origin"] == "*"
-    [msg] = await read_topic(ingest_settings, 1)
-    assert msg.key == doc["session_id"].encode()
-    record = decode_record(msg.value)
+    [(partition, record)] = await read_envelopes(ingest_settings, 1)
+    assert partition == partition_for(doc["session_id"].encode(), ingest_settings.topic_partitions)
     assert record["events"] == doc["events"]
     assert record["envelope"]["playback_id"] == doc["playback_id"]
     assert record["server_timestamp"] == body["server_timestamp"]
@@ -149,8 +154,7 @@ async def test_enrichment_uses_registry_and_trusted_forwarded_for(
                     break
                 await asyncio.sleep(0.2)
             assert status == 200, body
-        [msg] = await read_topic(settings, 1)
-        record = decode_record(msg.value)
+        [(_, record)] = await read_envelopes(settings, 1)
         assert record["playback"] == {
             "creatorId": "creator-x",
             "assetId": f"a-{pid}",
@@ -234,8 +238,8 @@ async def test_partly_bad_envelope_keeps_valid_events(
     assert status == 200
     assert body["accepted"] == 2
     assert [r["index"] for r in body["rejected"]] == [1]
-    [msg] = await read_topic(ingest_settings, 1)
-    assert decode_record(msg.value)["events"] == [doc["events"][0], doc["events"][2]]
+    [(_, record)] = await read_envelopes(ingest_settings, 1)
+    assert record["events"] == [doc["events"][0], doc["events"][2]]
 
 
 async def test_cors_preflight(collector: tuple[TestServer, ClientSession]) -> None:
@@ -309,6 +313,28 @@ async def test_kafka_down_gives_503_then_recovers_and_loses_nothing(
     for _ in range(5):
         assert (await send(envelope(2)))[0] == 200
 
-    records = await read_topic(ingest_settings, 16, timeout_s=30)
-    in_topic = {e["id"] for r in records for e in decode_record(r.value)["events"]}
+    found = await read_envelopes(ingest_settings, 16, timeout_s=30)
+    in_topic = {e["id"] for _, env in found for e in env["events"]}
     assert accepted <= in_topic
+
+
+async def test_a_sessions_envelopes_share_a_partition_and_keep_their_order(
+    collector: tuple[TestServer, ClientSession], ingest_settings: IngestSettings
+) -> None:
+    """Concurrent posts are coalesced into few records without mixing up partitions or order."""
+    _, http = collector
+    sessions = [f"s-{i}-{uuid.uuid4().hex[:6]}" for i in range(12)]
+    docs = [envelope(2, session_id=sid) for _ in range(4) for sid in sessions]
+    for round_ in range(4):  # each round posts one envelope per session, all at once
+        batch = docs[round_ * len(sessions) : (round_ + 1) * len(sessions)]
+        statuses = await asyncio.gather(*(post(http, orjson.dumps(d)) for d in batch))
+        assert [s for s, _, _ in statuses] == [200] * len(batch)
+    found = await read_envelopes(ingest_settings, len(docs))
+    assert len(found) == len(docs)
+    for sid in sessions:
+        mine = [(p, env) for p, env in found if env["envelope"]["session_id"] == sid]
+        assert {p for p, _ in mine} == {
+            partition_for(sid.encode(), ingest_settings.topic_partitions)
+        }
+        sent = [d["events"] for d in docs if d["session_id"] == sid]
+        assert [env["events"] for _, env in mine] == sent
