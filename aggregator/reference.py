@@ -72,6 +72,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
 
+HOUR_MS = 3_600_000
+
+
 @dataclass(frozen=True, slots=True)
 class Activity:
     event_ms: int
@@ -326,30 +329,40 @@ def expected(
     """Livepeer `viewership-metric` rows per (bucket, breakdown values), sorted by both.
 
     A (bucket, values) pair has a row when a session is anchored in it or a heartbeat with
-    playing or buffer time falls in it. `from_ms`/`to_ms` keep buckets starting in [from, to).
+    playing or buffer time falls in it. `from_ms`/`to_ms` select the data, not the buckets,
+    like Livepeer's `timestamp_trunc` over events in [from, to): a session's facts count when
+    its anchor is in the range, a heartbeat's time when its event time is, both with the range
+    widened to whole hours (from floored, to ceiled), the finest grain the product stores. A
+    row's `timestamp` is its step's start, which may lie before `from`.
     """
+    lo = None if from_ms is None else from_ms - from_ms % HOUR_MS
+    hi = None if to_ms is None else -(-to_ms // HOUR_MS) * HOUR_MS
+
+    def inside(ts_ms: int) -> bool:
+        return (lo is None or ts_ms >= lo) and (hi is None or ts_ms < hi)
+
     totals: dict[tuple[int, tuple[Any, ...]], _Totals] = {}
     chosen = _selected(log_lines, breakdown_by, playback_id, creator_id, dims_of, viewer_of)
     for s in chosen:
         values = tuple(s.dims[name] for name in breakdown_by)
-        t = totals.setdefault((bucket_start_ms(s.anchor_ms, step), values), _Totals())
-        t.sessions += 1
-        t.views += s.view
-        t.error_sessions += s.error
-        t.exits_before_start += s.exit_before_start
-        if s.ttff_ms is not None:
-            t.ttffs_ms.append(s.ttff_ms)
-        if s.view:
-            t.viewers.add(s.viewer)
+        if inside(s.anchor_ms):
+            t = totals.setdefault((bucket_start_ms(s.anchor_ms, step), values), _Totals())
+            t.sessions += 1
+            t.views += s.view
+            t.error_sessions += s.error
+            t.exits_before_start += s.exit_before_start
+            if s.ttff_ms is not None:
+                t.ttffs_ms.append(s.ttff_ms)
+            if s.view:
+                t.viewers.add(s.viewer)
         for a in s.activity:
-            if a.playing_ms or a.buffer_ms:
+            if (a.playing_ms or a.buffer_ms) and inside(a.event_ms):
                 t = totals.setdefault((bucket_start_ms(a.event_ms, step), values), _Totals())
                 t.playing_ms += a.playing_ms
                 t.buffer_ms += a.buffer_ms
     rows = [
         _row(bucket, dict(zip(breakdown_by, values, strict=True)), t)
         for (bucket, values), t in totals.items()
-        if (from_ms is None or bucket >= from_ms) and (to_ms is None or bucket < to_ms)
     ]
     return sorted(rows, key=lambda r: (r["timestamp"], _sort_key(r[n] for n in breakdown_by)))
 

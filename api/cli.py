@@ -96,6 +96,10 @@ def main(argv: list[str] | None = None) -> None:
         from ingest.app import main as ingest_main
 
         ingest_main()
+    elif args.cmd == "aggregate":
+        from aggregator.worker import main as aggregate_main
+
+        aggregate_main()
     elif args.cmd in ("up", "down"):
         sys.exit(_stack(args.cmd))
     elif args.cmd == "playbacks":

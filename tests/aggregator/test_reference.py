@@ -632,7 +632,7 @@ def test_playback_and_creator_filters() -> None:
     assert expected(PLACES, step="hour", playback_id="pb-1", creator_id="creator-3") == []
 
 
-def test_time_range_keeps_buckets_starting_in_it() -> None:
+def test_time_range_selects_data_at_hour_granularity() -> None:
     log = [
         line(f"s{h}", T0 + h * HOUR + 5 * SEC, [hb(f"h{h}", T0 + h * HOUR, time_playing_ms=1_000)])
         for h in range(3)
@@ -643,8 +643,16 @@ def test_time_range_keeps_buckets_starting_in_it() -> None:
 
     assert starts() == [T0, T0 + HOUR, T0 + 2 * HOUR]
     assert starts(from_ms=T0 + HOUR, to_ms=T0 + 2 * HOUR) == [T0 + HOUR]
-    assert starts(from_ms=T0 + 30 * MIN) == [T0 + HOUR, T0 + 2 * HOUR]  # a bucket's start counts
+    # The range is widened to whole hours: from is floored, to is ceiled.
+    assert starts(from_ms=T0 + 30 * MIN) == [T0, T0 + HOUR, T0 + 2 * HOUR]
+    assert starts(from_ms=T0 + HOUR + 1) == [T0 + HOUR, T0 + 2 * HOUR]
     assert starts(to_ms=T0 + 1) == [T0]
+    assert starts(to_ms=T0) == []
+    # Data, not buckets: a day step over the last two hours keeps only their data, stamped
+    # with the day's start (which lies before `from`).
+    [day] = expected(log, step="day", from_ms=T0 + HOUR)
+    assert day["timestamp"] == T0 - T0 % (24 * HOUR)
+    assert day["playtimeMins"] == 2_000 / 60_000
 
 
 def test_viewers() -> None:

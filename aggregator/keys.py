@@ -1,0 +1,171 @@
+"""The Redis key layout: every key the aggregator writes and the API reads, in one place.
+
+Rollups. One hash per (grain, bucket, scope, breakdown dimensions):
+
+    pp:r:{grain}:{bucket_ms}:{scope}:{dims}
+      grain      hour | day (week, month and year are sums of days when read)
+      scope      all | playbackId={id} | creatorId={id} (the id percent-encoded)
+      dims       the breakdown dimensions, comma-joined in `BREAKDOWN_DIMENSIONS` order, or `-`
+      fields     `{partition}|{json list of the dimension values}` -> json of `Components.to_fields()`
+                 `v|{partition}` -> the version (source offset) the partition's fields reflect
+
+A query reads one hash per bucket in its range, holding only the tuples of the dimensions it
+asked for within its scope: its cost grows with those tuples, not with what else is stored.
+Stored groups (`ROLLUP_GROUPS`): per scope, no breakdown and each single dimension, plus `FULL`
+(every dimension) for combined breakdowns, which the reader projects. Each source partition
+writes only its own fields, as absolute values, guarded by its version (`WRITE_SCRIPT`), so a
+replay or a stale worker can never double count or overwrite newer data, and a hot playback is
+spread over every partition. Every key is a single-slot key, so the layout runs unchanged on
+Redis Cluster. Values carry their TTL (`RETENTION_S`).
+
+Unique viewers. HyperLogLog per (grain, bucket, scope): `pp:u:{grain}:{bucket_ms}:{scope}`.
+
+Concurrent viewers. Sorted sets of session ids scored by last beacon time (server ms):
+`pp:now:{scope}:-` (all of the scope) and `pp:now:{scope}:{dim}={value}` for the `/views/now`
+dimensions, with `pp:nowidx:{scope}:{dim}` the set of values seen; `pp:nowerr:{scope}:...` the
+same for sessions with an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+from urllib.parse import quote, unquote
+
+import orjson
+
+from aggregator.definitions import BREAKDOWN_DIMENSIONS
+
+Grain = Literal["hour", "day"]
+GRAINS: Final[tuple[Grain, ...]] = ("hour", "day")
+
+RETENTION_S: Final[dict[str, int]] = {
+    "hour": 40 * 86_400,  # a 30-day hour-step query with room to spare
+    "day": 800 * 86_400,  # two years of day buckets for month and year steps
+}
+
+SCOPE_DIMENSIONS: Final = ("playbackId", "creatorId")
+"""Filters stored as scopes: a filtered query reads only its own scope's hashes."""
+
+FULL: Final[tuple[str, ...]] = BREAKDOWN_DIMENSIONS
+
+NOW_DIMENSIONS: Final = ("playbackId", "device", "browser", "country")
+"""`/views/now` breakdowns (Livepeer's realtime-viewership dimensions)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A stored rollup: one scope dimension (or None for all) and the dimensions broken down."""
+
+    scope_dim: str | None
+    dims: tuple[str, ...]
+
+
+def _groups() -> tuple[Group, ...]:
+    out: list[Group] = []
+    for scope_dim in (None, *SCOPE_DIMENSIONS):
+        out.append(Group(scope_dim, ()))
+        out.extend(Group(scope_dim, (d,)) for d in BREAKDOWN_DIMENSIONS if d != scope_dim)
+        out.append(Group(scope_dim, FULL))
+    return tuple(out)
+
+
+ROLLUP_GROUPS: Final = _groups()
+
+
+def ordered(dims: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Dimensions in canonical order, without repeats."""
+    wanted = set(dims)
+    return tuple(d for d in BREAKDOWN_DIMENSIONS if d in wanted)
+
+
+def group_for(scope_dim: str | None, dims: tuple[str, ...]) -> Group:
+    """The stored group a query reads: its exact dimensions when stored, else `FULL`."""
+    dims = ordered(tuple(d for d in dims if d != scope_dim))
+    if len(dims) <= 1:
+        return Group(scope_dim, dims)
+    return Group(scope_dim, FULL)
+
+
+def scope_text(scope_dim: str | None, scope_value: str | None) -> str:
+    if scope_dim is None:
+        return "all"
+    return f"{scope_dim}={quote(scope_value or '', safe='')}"
+
+
+def rollup_key(
+    grain: str,
+    bucket_ms: int,
+    scope_dim: str | None,
+    scope_value: str | None,
+    dims: tuple[str, ...],
+) -> str:
+    return f"pp:r:{grain}:{bucket_ms}:{scope_text(scope_dim, scope_value)}:{','.join(dims) or '-'}"
+
+
+def viewers_key(grain: str, bucket_ms: int, scope_dim: str | None, scope_value: str | None) -> str:
+    return f"pp:u:{grain}:{bucket_ms}:{scope_text(scope_dim, scope_value)}"
+
+
+def now_key(
+    scope: str, dim: str | None = None, value: str | None = None, *, errors: bool = False
+) -> str:
+    prefix = "pp:nowerr" if errors else "pp:now"
+    if dim is None:
+        return f"{prefix}:{scope}:-"
+    return f"{prefix}:{scope}:{dim}={quote(value or '', safe='')}"
+
+
+def now_index_key(scope: str, dim: str) -> str:
+    return f"pp:nowidx:{scope}:{dim}"
+
+
+def decode_now_value(member: bytes | str) -> str | None:
+    text = member.decode() if isinstance(member, bytes) else member
+    return None if text == "\x00" else unquote(text)
+
+
+def encode_now_value(value: str | None) -> str:
+    return "\x00" if value is None else quote(value, safe="")
+
+
+VERSION_PREFIX: Final = "v|"
+
+
+def row_field(partition: int, values: tuple[str | None, ...]) -> str:
+    return f"{partition}|{orjson.dumps(list(values)).decode()}"
+
+
+def parse_row_field(field: bytes | str) -> tuple[int, tuple[str | None, ...]] | None:
+    """(partition, dimension values) of a data field; None for a version field."""
+    text = field.decode() if isinstance(field, bytes) else field
+    if text.startswith(VERSION_PREFIX):
+        return None
+    partition, _, values = text.partition("|")
+    return int(partition), tuple(orjson.loads(values))
+
+
+def version_field(partition: int) -> str:
+    return f"{VERSION_PREFIX}{partition}"
+
+
+ALIVE_KEY: Final = "pp:alive"
+"""Set by the aggregator; when it is missing, Redis lost its data and every row is rewritten."""
+
+WRITE_SCRIPT: Final = """
+-- KEYS[1] rollup hash; ARGV: version field, version, ttl seconds, then field/value pairs
+-- (an empty value deletes the field). Applies only if no newer version of this partition is
+-- stored, so replays and stale workers cannot overwrite newer absolute values.
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current and tonumber(current) > tonumber(ARGV[2]) then return 0 end
+for i = 4, #ARGV, 2 do
+  if ARGV[i + 1] == '' then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  else
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""

@@ -1,0 +1,166 @@
+"""What one worker keeps for one `beacons` partition, as plain logic (no Kafka, Redis or Faust).
+
+A partition's sessions live in the sessions table (`SessionEntry`, one per session id); this
+module folds envelopes and ticks into them through `aggregator.sessions`, and keeps the derived
+state that is cheap to rebuild from the table: the rollups, which sessions are open and when
+they time out, and what changed since the last flush (viewers, concurrent viewers).
+
+Every decision depends only on the partition's records: session timeouts are driven by tick
+records carrying the time (`apply_tick`), never by the wall clock, so a replay after a crash
+reaches the same state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from aggregator.definitions import BREAKDOWN_DIMENSIONS, DEFAULT_POLICY, SessionPolicy
+from aggregator.metrics import ZERO, Components
+from aggregator.rollups import PartitionRollups
+from aggregator.sessions import SessionState, apply_batch, close, closes_at_ms
+
+
+@dataclass(slots=True)
+class SessionEntry:
+    """A session's row in the sessions table.
+
+    `dims` are fixed by the session's first envelope (so a retraction always lands in the
+    series it cancels); `totals` are everything the session ever contributed, per hour bucket,
+    across its views: the rollups are the sum of these over a partition's sessions.
+    """
+
+    partition: int
+    dims: dict[str, str | None]
+    viewer: str
+    state: SessionState | None = None
+    totals: dict[int, Components] = field(default_factory=dict)
+    last_seen_ms: int = 0
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(
+            {
+                "p": self.partition,
+                "dims": self.dims,
+                "viewer": self.viewer,
+                "state": None if self.state is None else self.state.to_dict(),
+                "totals": {str(h): c.to_fields() for h, c in self.totals.items()},
+                "seen": self.last_seen_ms,
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> SessionEntry:
+        doc = orjson.loads(raw)
+        return cls(
+            partition=doc["p"],
+            dims=doc["dims"],
+            viewer=doc["viewer"],
+            state=None if doc["state"] is None else SessionState.from_dict(doc["state"]),
+            totals={int(h): Components.from_fields(f) for h, f in doc["totals"].items()},
+            last_seen_ms=doc["seen"],
+        )
+
+
+def dims_of(envelope: Mapping[str, Any]) -> dict[str, str | None]:
+    """The breakdown dimensions of an enriched envelope (`ingest.record`)."""
+    dims: dict[str, str | None] = dict.fromkeys(BREAKDOWN_DIMENSIONS)
+    dims.update({k: v for k, v in envelope.get("dims", {}).items() if k in dims})
+    dims["playbackId"] = envelope["envelope"]["playback_id"]
+    dims["creatorId"] = (envelope.get("playback") or {}).get("creatorId")
+    dims["viewerId"] = envelope["viewer_hash"]
+    return dims
+
+
+@dataclass(frozen=True, slots=True)
+class Touched:
+    """A session that sent a beacon since the last flush: for concurrent viewers and uniques."""
+
+    dims: dict[str, str | None]
+    viewer: str
+    last_seen_ms: int
+    has_error: bool
+    view_hours: tuple[int, ...]  # hour buckets where the session counts a view
+
+
+@dataclass(slots=True)
+class PartitionAggregate:
+    partition: int
+    policy: SessionPolicy = DEFAULT_POLICY
+    rollups: PartitionRollups = field(default_factory=PartitionRollups)
+    offset: int = -1
+    stream_time_ms: int = 0
+    _open: dict[str, int] = field(default_factory=dict)  # session id -> closes at (ms)
+    _touched: dict[str, Touched] = field(default_factory=dict)
+
+    def rebuild(self, entries: Iterable[tuple[str, SessionEntry]]) -> None:
+        """Derives rollups and open sessions from the table (after a restart or a rebalance)."""
+        for session_id, entry in entries:
+            if entry.partition != self.partition:
+                continue
+            self.rollups.add(entry.dims, entry.totals)
+            if entry.state is not None and (due := closes_at_ms(entry.state, self.policy)):
+                self._open[session_id] = due
+            self.stream_time_ms = max(self.stream_time_ms, entry.last_seen_ms)
+            self._touch(session_id, entry)
+        self.rollups.fold()
+        self.rollups.mark_all_dirty()
+
+    def apply_envelope(
+        self, envelope: Mapping[str, Any], entry: SessionEntry | None
+    ) -> SessionEntry:
+        """Folds one enriched envelope into its session; returns the entry to store."""
+        server_ts = int(envelope["server_timestamp"])
+        session_id = envelope["envelope"]["session_id"]
+        if entry is None:
+            entry = SessionEntry(self.partition, dims_of(envelope), envelope["viewer_hash"])
+        state, contribution = apply_batch(entry.state, server_ts, envelope["events"], self.policy)
+        entry.state = state
+        entry.last_seen_ms = max(entry.last_seen_ms, server_ts)
+        self.stream_time_ms = max(self.stream_time_ms, server_ts)
+        self._record(entry, contribution.by_bucket("hour"))
+        if state is not None and (due := closes_at_ms(state, self.policy)) is not None:
+            self._open[session_id] = due
+        else:
+            self._open.pop(session_id, None)
+        self._touch(session_id, entry)
+        return entry
+
+    def due(self, now_ms: int) -> list[str]:
+        """Session ids whose timeout has passed at `now_ms` (stream time from a tick)."""
+        self.stream_time_ms = max(self.stream_time_ms, now_ms)
+        return [sid for sid, at in self._open.items() if at <= now_ms]
+
+    def apply_close(self, session_id: str, entry: SessionEntry, now_ms: int) -> SessionEntry:
+        """Closes a due session (deciding exit-before-start); returns the entry to store."""
+        self._open.pop(session_id, None)
+        if entry.state is None:
+            return entry
+        state, contribution = close(entry.state, now_ms, self.policy)
+        entry.state = state
+        if contribution is not None:
+            self._record(entry, contribution.by_bucket("hour"))
+        return entry
+
+    def _record(self, entry: SessionEntry, by_hour: Mapping[int, Components]) -> None:
+        for hour, delta in by_hour.items():
+            total = entry.totals.get(hour, ZERO) + delta
+            if total.is_zero():
+                entry.totals.pop(hour, None)
+            else:
+                entry.totals[hour] = total
+        self.rollups.add(entry.dims, by_hour)
+
+    def _touch(self, session_id: str, entry: SessionEntry) -> None:
+        has_error = entry.state is not None and entry.state.error_count > 0
+        view_hours = tuple(h for h, c in entry.totals.items() if c.views > 0)
+        self._touched[session_id] = Touched(
+            entry.dims, entry.viewer, entry.last_seen_ms, has_error, view_hours
+        )
+
+    def take_touched(self) -> dict[str, Touched]:
+        touched, self._touched = self._touched, {}
+        return touched

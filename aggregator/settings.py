@@ -1,0 +1,54 @@
+"""The aggregator's settings, read from the environment once (`AggregatorSettings.from_env`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aggregator.definitions import SessionPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class AggregatorSettings:
+    app_id: str = "playpulse-aggregator"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    topic: str = "beacons"
+    topic_partitions: int = 6
+    views_topic: str = "views"
+    host: str = "127.0.0.1"
+    port: int = 8082
+    # How often dirty rollups go to Redis, and how often each owned partition gets a tick
+    # (a record carrying the time, so session timeouts are decided in-stream, replayably).
+    flush_interval_s: float = 1.0
+    tick_interval_s: float = 1.0
+    # Session rules (aggregator.definitions); the timeout is configurable, the rest are constants.
+    session_timeout_s: float = 60.0
+    # Where faust keeps its local state (tables are memory://; this is for its data dir).
+    data_dir: str = ".state/aggregator"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AggregatorSettings:
+        env = os.environ if env is None else env
+        d = cls()
+        host, _, port = env.get("PLAYPULSE_AGGREGATOR_ADDR", f"{d.host}:{d.port}").rpartition(":")
+        state = env.get("PLAYPULSE_STATE", ".state")
+        return cls(
+            app_id=env.get("PLAYPULSE_AGGREGATOR_APP_ID", d.app_id),
+            kafka_bootstrap=env.get("PLAYPULSE_KAFKA_BOOTSTRAP", d.kafka_bootstrap),
+            redis_url=env.get("PLAYPULSE_REDIS_URL", d.redis_url),
+            topic=env.get("PLAYPULSE_BEACONS_TOPIC", d.topic),
+            topic_partitions=int(env.get("PLAYPULSE_BEACONS_PARTITIONS", d.topic_partitions)),
+            views_topic=env.get("PLAYPULSE_VIEWS_TOPIC", d.views_topic),
+            host=host or d.host,
+            port=int(port),
+            flush_interval_s=float(env.get("PLAYPULSE_FLUSH_INTERVAL_S", d.flush_interval_s)),
+            tick_interval_s=float(env.get("PLAYPULSE_TICK_INTERVAL_S", d.tick_interval_s)),
+            session_timeout_s=float(env.get("PLAYPULSE_SESSION_TIMEOUT_S", d.session_timeout_s)),
+            data_dir=env.get("PLAYPULSE_AGGREGATOR_DATA_DIR", f"{state}/aggregator"),
+        )
+
+    @property
+    def policy(self) -> SessionPolicy:
+        return SessionPolicy(timeout_ms=int(self.session_timeout_s * 1000))

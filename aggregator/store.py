@@ -1,0 +1,284 @@
+"""Redis I/O for the rollups: the aggregator's versioned writer and the reader `api` imports.
+
+The key layout is `aggregator.keys`; this module only moves values in and out of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from aggregator import keys
+from aggregator.metrics import ZERO, Components, to_viewership
+from aggregator.rollups import RowWrite
+from aggregator.timebuckets import Step, cover, floor
+
+ALL_FIELDS = (
+    "ttffMs",
+    "ttffP50Ms",
+    "ttffP95Ms",
+    "rebufferRatio",
+    "errorRate",
+    "exitsBeforeStart",
+    "exitsBeforeStartCount",
+)
+
+
+class RollupWriter:
+    """Writes one partition's rows as absolute values under its version (the source offset)."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._script = redis.register_script(keys.WRITE_SCRIPT)
+
+    async def write(self, partition: int, version: int, writes: Sequence[RowWrite]) -> int:
+        """Returns how many rows were applied (the rest had a newer version stored)."""
+        if not writes:
+            return 0
+        vfield = keys.version_field(partition)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for write in writes:
+                row = write.row
+                key = keys.rollup_key(
+                    row.grain, row.bucket_ms, row.scope_dim, row.scope_value, row.dims
+                )
+                args: list[Any] = [vfield, version, keys.RETENTION_S[row.grain]]
+                for values, components in write.values.items():
+                    args += [
+                        keys.row_field(partition, values),
+                        orjson.dumps(components.to_fields()),
+                    ]
+                for values in write.deleted:
+                    args += [keys.row_field(partition, values), ""]
+                await self._script(keys=[key], args=args, client=pipe)
+            results = await pipe.execute()
+        return sum(int(r) for r in results)
+
+    async def add_viewers(
+        self, entries: Iterable[tuple[str, int, str | None, str | None, str]]
+    ) -> None:
+        """PFADD (grain, bucket, scope_dim, scope_value, viewer): idempotent, so no version."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for grain, bucket_ms, scope_dim, scope_value, viewer in entries:
+                key = keys.viewers_key(grain, bucket_ms, scope_dim, scope_value)
+                pipe.pfadd(key, viewer)
+                pipe.expire(key, keys.RETENTION_S[grain])
+            await pipe.execute()
+
+    async def redis_lost_data(self, token: str) -> bool:
+        """True when the alive marker is missing (Redis restarted empty); sets it again."""
+        created = await self._redis.set(keys.ALIVE_KEY, token, nx=True)
+        return bool(created)
+
+
+def _scope(playback_id: str | None, creator_id: str | None) -> tuple[str | None, str | None]:
+    if playback_id is not None:
+        return "playbackId", playback_id
+    if creator_id is not None:
+        return "creatorId", creator_id
+    return None, None
+
+
+class RollupReader:
+    """Answers viewership queries from the rollup hashes (the API's only way into them)."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def viewership(
+        self,
+        *,
+        step: Step,
+        from_ms: int,
+        to_ms: int,
+        breakdown: Sequence[str] = (),
+        playback_id: str | None = None,
+        creator_id: str | None = None,
+        fields: Sequence[str] = ALL_FIELDS,
+    ) -> list[dict[str, Any]]:
+        """Rows per `step` bucket and breakdown tuple over the data in [from_ms, to_ms).
+
+        The range selects data at hour granularity (from floored, to ceiled to the hour): whole
+        days are read from day rows, the edges from hour rows. Rows are grouped by the step's
+        start (`timestamp`, which may lie before `from_ms`), like Livepeer's `timestamp_trunc`.
+        Each breakdown dimension asked for is a field; the metrics are
+        `aggregator.metrics.to_viewership`, plus `uniqueViewers` when there is no breakdown.
+        Buckets with no data are left out.
+        """
+        breakdown = tuple(dict.fromkeys(breakdown))  # the caller's order, without repeats
+        scope_dim, scope_value = _scope(playback_id, creator_id)
+        filters: dict[str, str] = {}
+        if playback_id is not None and creator_id is not None:
+            filters["creatorId"] = creator_id
+        group = keys.group_for(scope_dim, breakdown + tuple(filters))
+        grains: tuple[Step, ...] = ("hour",) if step == "hour" else ("day", "hour")
+        plan = [
+            (floor(start, step), grain, start) for grain, start in cover(from_ms, to_ms, grains)
+        ]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for _, grain, start in plan:
+                pipe.hgetall(keys.rollup_key(grain, start, scope_dim, scope_value, group.dims))
+            hashes = await pipe.execute()
+
+        # A dimension that is the scope is constant within it; the others come from the tuple.
+        positions = {d: group.dims.index(d) for d in (*breakdown, *filters) if d != scope_dim}
+        totals: dict[tuple[int, tuple[str | None, ...]], Components] = {}
+        for (bucket, _, _), raw in zip(plan, hashes, strict=True):
+            for field, value in raw.items():
+                parsed = keys.parse_row_field(field)
+                if parsed is None:
+                    continue
+                _, values = parsed
+                if any(values[positions[d]] != v for d, v in filters.items()):
+                    continue
+                projected = tuple(
+                    scope_value if d == scope_dim else values[positions[d]] for d in breakdown
+                )
+                slot = (bucket, projected)
+                totals[slot] = totals.get(slot, ZERO) + Components.from_fields(orjson.loads(value))
+
+        unique: dict[int, int] = {}
+        if not breakdown and not filters:
+            unique = await self._unique_viewers(plan, scope_dim, scope_value)
+
+        rows = []
+        for (bucket, projected), components in sorted(totals.items(), key=_sort_key):
+            row: dict[str, Any] = {"timestamp": bucket}
+            row.update(zip(breakdown, projected, strict=True))
+            row.update(to_viewership(components, fields))
+            if not breakdown and not filters:
+                row["uniqueViewers"] = unique.get(bucket, 0)
+            rows.append(row)
+        return rows
+
+    async def _unique_viewers(
+        self, plan: list[tuple[int, Step, int]], scope_dim: str | None, scope_value: str | None
+    ) -> dict[int, int]:
+        per_bucket: dict[int, list[str]] = {}
+        for bucket, grain, start in plan:
+            per_bucket.setdefault(bucket, []).append(
+                keys.viewers_key(grain, start, scope_dim, scope_value)
+            )
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for ks in per_bucket.values():
+                pipe.pfcount(*ks)
+            counts = await pipe.execute()
+        return dict(zip(per_bucket, (int(c) for c in counts), strict=True))
+
+
+def _sort_key(item: tuple[tuple[int, tuple[str | None, ...]], Components]) -> tuple[Any, ...]:
+    (start, values), _ = item
+    return (start, tuple((v is not None, v or "") for v in values))
+
+
+NOW_TTL_S = 3_600
+NOW_KEEP_MS = 10 * 60_000  # members older than this are pruned when their key is written
+
+
+def _scopes(dims: dict[str, str | None]) -> list[str]:
+    out = [keys.scope_text(None, None)]
+    out += [keys.scope_text(d, dims[d]) for d in keys.SCOPE_DIMENSIONS if dims.get(d) is not None]
+    return out
+
+
+class TouchedWriter:
+    """Writes what the sessions touched since the last flush did: unique viewers and who is
+    watching now. Both are idempotent (PFADD; ZADD GT keeps the newest time), so no version."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def write(self, touched: dict[str, Any], now_ms: int) -> None:
+        if not touched:
+            return
+        zsets: dict[str, dict[str, int]] = {}
+        index: dict[str, set[str]] = {}
+        viewers: dict[str, set[str]] = {}
+        for session_id, t in touched.items():
+            for hour in t.view_hours:
+                for grain, bucket in (("hour", hour), ("day", floor(hour, "day"))):
+                    for scope_dim in (None, *keys.SCOPE_DIMENSIONS):
+                        value = None if scope_dim is None else t.dims.get(scope_dim)
+                        if scope_dim is not None and value is None:
+                            continue
+                        key = keys.viewers_key(grain, bucket, scope_dim, value)
+                        viewers.setdefault(key, set()).add(t.viewer)
+            for scope in _scopes(t.dims):
+                targets = [keys.now_key(scope)]
+                for dim in keys.NOW_DIMENSIONS:
+                    value = t.dims.get(dim)
+                    targets.append(keys.now_key(scope, dim, keys.encode_now_value(value)))
+                    index.setdefault(keys.now_index_key(scope, dim), set()).add(
+                        keys.encode_now_value(value)
+                    )
+                for key in targets:
+                    zsets.setdefault(key, {})[session_id] = t.last_seen_ms
+                    if t.has_error:
+                        err_key = key.replace("pp:now:", "pp:nowerr:", 1)
+                        zsets.setdefault(err_key, {})[session_id] = t.last_seen_ms
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, members in viewers.items():
+                pipe.pfadd(key, *members)
+                grain = key.split(":")[2]
+                pipe.expire(key, keys.RETENTION_S[grain])
+            for key, scores in zsets.items():
+                pipe.zadd(key, scores, gt=True)
+                pipe.zremrangebyscore(key, "-inf", now_ms - NOW_KEEP_MS)
+                pipe.expire(key, NOW_TTL_S)
+            for key, values in index.items():
+                pipe.sadd(key, *values)
+                pipe.expire(key, NOW_TTL_S)
+            await pipe.execute()
+
+
+class RealtimeReader:
+    """Concurrent viewers now: sessions with a beacon in (now - 30 s, now]."""
+
+    def __init__(self, redis: Redis, window_ms: int) -> None:
+        self._redis = redis
+        self._window_ms = window_ms
+
+    async def now(
+        self,
+        now_ms: int,
+        *,
+        breakdown: Sequence[str] = (),
+        playback_id: str | None = None,
+        creator_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Rows of `viewCount` and `errorRate`, one per value of the (single) breakdown dimension."""
+        if len(breakdown) > 1:
+            raise ValueError("one breakdown dimension at a time")
+        scope_dim, scope_value = _scope(playback_id, creator_id)
+        scope = keys.scope_text(scope_dim, scope_value)
+        low, high = f"({now_ms - self._window_ms}", str(now_ms)
+        if not breakdown:
+            targets: list[tuple[dict[str, Any], str]] = [({}, keys.now_key(scope))]
+        else:
+            dim = breakdown[0]
+            members = await self._redis.smembers(keys.now_index_key(scope, dim))
+            encoded = sorted(m.decode() if isinstance(m, bytes) else m for m in members)
+            targets = [
+                ({dim: keys.decode_now_value(v)}, keys.now_key(scope, dim, v)) for v in encoded
+            ]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for _, key in targets:
+                pipe.zcount(key, low, high)
+                pipe.zcount(key.replace("pp:now:", "pp:nowerr:", 1), low, high)
+            counts = await pipe.execute()
+        rows = []
+        for i, (labels, _) in enumerate(targets):
+            viewers, erroring = int(counts[2 * i]), int(counts[2 * i + 1])
+            if breakdown and viewers == 0:
+                continue
+            rows.append(
+                {
+                    **labels,
+                    "viewCount": viewers,
+                    "errorRate": erroring / viewers if viewers else 0.0,
+                }
+            )
+        return rows

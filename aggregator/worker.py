@@ -1,0 +1,233 @@
+"""The faust-streaming worker (`playpulse aggregate`): beacons in, sessions and rollups out.
+
+One agent (concurrency 1, at_least_once) reads `beacons`. Each record is either a batch of
+enriched envelopes (`ingest.record`) or a tick: a record this worker writes to each partition
+it owns every `tick_interval_s`, carrying the time, so that session timeouts are decided in the
+stream and replay the same way after a crash. Sessions live in the `sessions` table
+(changelog-backed); everything else is derived from it (`aggregator.partition`) and flushed to
+Redis every `flush_interval_s` as absolute values under a version of (epoch, offset): the
+epoch is drawn from Redis each time a worker takes a partition, so a worker that lost the
+partition can never overwrite the new owner's rows.
+
+Crash safety: the table may be ahead of the committed offset after a crash; the replayed
+events are then duplicates of applied ones (same event ids) and change nothing, and the
+rollups are rebuilt from the table before the partition's first record is processed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+import faust
+import orjson
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from aggregator.partition import PartitionAggregate, SessionEntry
+from aggregator.settings import AggregatorSettings
+from aggregator.store import RollupWriter, TouchedWriter
+from ingest.record import decode_record
+
+log = logging.getLogger(__name__)
+
+EPOCH_KEY = "pp:epoch:{app}:{topic}:{partition}"
+VERSION_EPOCH_SHIFT = 40
+PROMETHEUS_TEXT = "text/plain; version=0.0.4"  # version = epoch << 40 | (offset + 1)
+
+
+def tick_record(now_ms: int) -> bytes:
+    return orjson.dumps({"v": 2, "tick": now_ms, "envelopes": []})
+
+
+class Aggregator:
+    """Holds the worker's per-partition state and its connections; built by `create_app`."""
+
+    def __init__(self, settings: AggregatorSettings) -> None:
+        self.settings = settings
+        self.redis = Redis.from_url(settings.redis_url, socket_timeout=5.0)
+        self.rollup_writer = RollupWriter(self.redis)
+        self.touched_writer = TouchedWriter(self.redis)
+        self.parts: dict[int, PartitionAggregate] = {}
+        self.epochs: dict[int, int] = {}
+        self.token = uuid.uuid4().hex
+        self.registry = CollectorRegistry()
+        self.records = Counter(
+            "playpulse_aggregator_records",
+            "beacons records by kind",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "playpulse_aggregator_events", "Events folded into sessions", registry=self.registry
+        )
+        self.flush_errors = Counter(
+            "playpulse_aggregator_flush_errors", "Failed Redis flushes", registry=self.registry
+        )
+        self.open_sessions = Gauge(
+            "playpulse_aggregator_partitions", "Partitions this worker owns", registry=self.registry
+        )
+        self.lag_ms = Gauge(
+            "playpulse_aggregator_stream_lag_seconds",
+            "Wall clock minus the newest server timestamp processed",
+            registry=self.registry,
+        )
+
+    async def partition(self, partition: int, table: Any) -> PartitionAggregate:
+        part = self.parts.get(partition)
+        if part is None:
+            part = PartitionAggregate(partition, self.settings.policy)
+            # The memory store holds every partition this worker has: rebuild keeps its own.
+            part.rebuild(
+                (key, SessionEntry.from_bytes(value)) for key, value in list(table.data.items())
+            )
+            key = EPOCH_KEY.format(
+                app=self.settings.app_id, topic=self.settings.topic, partition=partition
+            )
+            self.epochs[partition] = int(await self.redis.incr(key))
+            self.parts[partition] = part
+            log.info("partition %d: rebuilt, epoch %d", partition, self.epochs[partition])
+        return part
+
+    async def flush(self, owned: set[int]) -> None:
+        for partition in list(self.parts):
+            if partition not in owned:  # revoked: rebuilt with a new epoch if it comes back
+                del self.parts[partition]
+        self.open_sessions.set(len(self.parts))
+        try:
+            if await self.rollup_writer.redis_lost_data(self.token):
+                log.warning("redis lost its data (or first start): rewriting every row")
+                for part in self.parts.values():
+                    part.rollups.mark_all_dirty()
+        except RedisError:
+            self.flush_errors.inc()
+            log.warning("redis unreachable; will retry", exc_info=True)
+            return
+        now_ms = time.time_ns() // 1_000_000
+        for partition, part in list(self.parts.items()):
+            part.rollups.fold()
+            writes = part.rollups.take_dirty()
+            touched = part.take_touched()
+            version = (self.epochs[partition] << VERSION_EPOCH_SHIFT) | (part.offset + 1)
+            try:
+                await self.rollup_writer.write(partition, version, writes)
+                await self.touched_writer.write(touched, now_ms)
+            except RedisError:
+                self.flush_errors.inc()
+                part.rollups.restore_unwritten(writes)
+                for session_id, t in touched.items():  # write them again next time
+                    part._touched.setdefault(session_id, t)
+                log.warning("flush of partition %d failed; will retry", partition, exc_info=True)
+            if part.stream_time_ms:
+                self.lag_ms.set(max(0.0, (now_ms - part.stream_time_ms) / 1000))
+
+
+def create_app(settings: AggregatorSettings) -> faust.App:
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        processing_guarantee="at_least_once",
+        topic_partitions=settings.topic_partitions,
+        table_standby_replicas=0,
+        web_host=settings.host,
+        web_bind=settings.host,
+        web_port=settings.port,
+        web_in_thread=False,
+        datadir=settings.data_dir,
+        producer_acks=-1,
+        stream_wait_empty=True,
+    )
+    agg = Aggregator(settings)
+    app.aggregator = agg  # type: ignore[attr-defined]
+    beacons = app.topic(
+        settings.topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.topic_partitions,
+    )
+    # Keys are session ids as bytes, values `SessionEntry.to_bytes()`: raw both ways, so the
+    # table holds exactly what its changelog holds, before and after a recovery.
+    sessions = app.Table(
+        "sessions",
+        partitions=settings.topic_partitions,
+        schema=faust.Schema(
+            key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        ),
+    )
+
+    @app.agent(beacons, concurrency=1)
+    async def aggregate(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            part = await agg.partition(message.partition, sessions)
+            try:
+                doc = orjson.loads(event.value)
+                tick = doc.get("tick")
+                envelopes = [] if tick is not None else decode_record(event.value)
+            except (ValueError, AttributeError):
+                agg.records.labels("unreadable").inc()
+                log.warning(
+                    "skipping unreadable record at %s:%d", message.partition, message.offset
+                )
+                part.offset = message.offset
+                continue
+            if tick is not None:
+                agg.records.labels("tick").inc()
+                for session_id in part.due(int(tick)):
+                    raw = sessions.get(session_id.encode())
+                    if raw is None:
+                        continue
+                    entry = part.apply_close(session_id, SessionEntry.from_bytes(raw), int(tick))
+                    sessions[session_id.encode()] = entry.to_bytes()
+            else:
+                agg.records.labels("beacons").inc()
+                for envelope in envelopes:
+                    key = envelope["envelope"]["session_id"].encode()
+                    raw = sessions.get(key)
+                    stored = None if raw is None else SessionEntry.from_bytes(raw)
+                    sessions[key] = part.apply_envelope(envelope, stored).to_bytes()
+                    agg.events.inc(len(envelope["events"]))
+            part.offset = message.offset
+
+    @app.timer(interval=settings.tick_interval_s)
+    async def tick() -> None:
+        now_ms = time.time_ns() // 1_000_000
+        for partition in _owned(app, settings.topic):
+            await beacons.send(value=tick_record(now_ms), partition=partition)
+
+    @app.timer(interval=settings.flush_interval_s)
+    async def flush() -> None:
+        await agg.flush(_owned(app, settings.topic))
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        # faust's web layer wants the charset apart from the content type
+        return web.bytes(generate_latest(agg.registry), content_type=PROMETHEUS_TEXT)
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok", "partitions": sorted(agg.parts)})
+
+    return app
+
+
+def _owned(app: faust.App, topic: str) -> set[int]:
+    return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
+
+
+def main() -> None:
+    settings = AggregatorSettings.from_env()
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel="info")
+    worker.execute_from_commandline()
