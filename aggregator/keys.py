@@ -18,6 +18,9 @@ replay or a stale worker can never double count or overwrite newer data, and a h
 spread over every partition. Every key is a single-slot key, so the layout runs unchanged on
 Redis Cluster. Values carry their TTL (`RETENTION_S`).
 
+`pp:written:{partition}` is the set of rollup keys a partition wrote: a worker that takes the
+partition over rewrites them all in replace mode, so no stale tuple survives a crash.
+
 Unique viewers. HyperLogLog per (grain, bucket, scope): `pp:u:{grain}:{bucket_ms}:{scope}`.
 
 Concurrent viewers. Sorted sets of session ids scored by last beacon time (server ms):
@@ -152,13 +155,31 @@ def version_field(partition: int) -> str:
 ALIVE_KEY: Final = "pp:alive"
 """Set by the aggregator; when it is missing, Redis lost its data and every row is rewritten."""
 
+
+def written_key(partition: int) -> str:
+    """The set of rollup keys a partition has written, so a new owner can clear stale fields."""
+    return f"pp:written:{partition}"
+
+
+WRITE_MODE = "w"  # set the given fields, delete the ones given empty
+REPLACE_MODE = "r"  # first delete every field of this partition, then set the given ones
+
 WRITE_SCRIPT: Final = """
--- KEYS[1] rollup hash; ARGV: version field, version, ttl seconds, then field/value pairs
--- (an empty value deletes the field). Applies only if no newer version of this partition is
--- stored, so replays and stale workers cannot overwrite newer absolute values.
+-- KEYS[1] rollup hash; ARGV: version field ('v|<partition>'), version, ttl seconds, mode,
+-- then field/value pairs (an empty value deletes the field). Applies only if no newer version
+-- of this partition is stored, so replays and stale workers cannot overwrite newer values.
+-- Mode 'r' first deletes all of the partition's fields: a worker that rebuilt its state from
+-- the sessions table does not know which tuples its predecessor wrote.
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if current and tonumber(current) > tonumber(ARGV[2]) then return 0 end
-for i = 4, #ARGV, 2 do
+if ARGV[4] == 'r' then
+  if #ARGV < 5 and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+  local prefix = string.sub(ARGV[1], 3) .. '|'
+  for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+    if string.sub(field, 1, #prefix) == prefix then redis.call('HDEL', KEYS[1], field) end
+  end
+end
+for i = 5, #ARGV, 2 do
   if ARGV[i + 1] == '' then
     redis.call('HDEL', KEYS[1], ARGV[i])
   else

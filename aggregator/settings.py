@@ -25,6 +25,8 @@ class AggregatorSettings:
     tick_interval_s: float = 1.0
     # Session rules (aggregator.definitions); the timeout is configurable, the rest are constants.
     session_timeout_s: float = 60.0
+    # Kafka consumer-group session timeout: how long a dead worker keeps its partitions.
+    group_session_timeout_s: float = 60.0
     # Where faust keeps its local state (tables are memory://; this is for its data dir).
     data_dir: str = ".state/aggregator"
 
@@ -46,6 +48,9 @@ class AggregatorSettings:
             flush_interval_s=float(env.get("PLAYPULSE_FLUSH_INTERVAL_S", d.flush_interval_s)),
             tick_interval_s=float(env.get("PLAYPULSE_TICK_INTERVAL_S", d.tick_interval_s)),
             session_timeout_s=float(env.get("PLAYPULSE_SESSION_TIMEOUT_S", d.session_timeout_s)),
+            group_session_timeout_s=float(
+                env.get("PLAYPULSE_AGGREGATOR_GROUP_SESSION_TIMEOUT_S", d.group_session_timeout_s)
+            ),
             data_dir=env.get("PLAYPULSE_AGGREGATOR_DATA_DIR", f"{state}/aggregator"),
         )
 

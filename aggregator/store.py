@@ -34,28 +34,44 @@ class RollupWriter:
         self._redis = redis
         self._script = redis.register_script(keys.WRITE_SCRIPT)
 
-    async def write(self, partition: int, version: int, writes: Sequence[RowWrite]) -> int:
-        """Returns how many rows were applied (the rest had a newer version stored)."""
-        if not writes:
-            return 0
+    async def write(
+        self, partition: int, version: int, writes: Sequence[RowWrite], *, replace: bool = False
+    ) -> int:
+        """Returns how many rows were applied (the rest had a newer version stored).
+
+        With `replace`, every key the partition ever wrote is rewritten from `writes` alone:
+        its fields there are deleted first, and keys missing from `writes` are cleared. A
+        worker does this once after rebuilding a partition's state.
+        """
         vfield = keys.version_field(partition)
+        mode = keys.REPLACE_MODE if replace else keys.WRITE_MODE
+        targets: dict[str, list[Any]] = {}
+        for write in writes:
+            if not replace and not write.values and not write.deleted:
+                continue  # created and emptied between two flushes: nothing to say
+            row = write.row
+            key = keys.rollup_key(
+                row.grain, row.bucket_ms, row.scope_dim, row.scope_value, row.dims
+            )
+            args: list[Any] = [vfield, version, keys.RETENTION_S[row.grain], mode]
+            for values, components in write.values.items():
+                args += [keys.row_field(partition, values), orjson.dumps(components.to_fields())]
+            for values in write.deleted:
+                args += [keys.row_field(partition, values), ""]
+            targets[key] = args
+        if replace:
+            for member in await self._redis.smembers(keys.written_key(partition)):
+                key = member.decode() if isinstance(member, bytes) else member
+                targets.setdefault(key, [vfield, version, keys.RETENTION_S["day"], mode])
+        if not targets:
+            return 0
         async with self._redis.pipeline(transaction=False) as pipe:
-            for write in writes:
-                row = write.row
-                key = keys.rollup_key(
-                    row.grain, row.bucket_ms, row.scope_dim, row.scope_value, row.dims
-                )
-                args: list[Any] = [vfield, version, keys.RETENTION_S[row.grain]]
-                for values, components in write.values.items():
-                    args += [
-                        keys.row_field(partition, values),
-                        orjson.dumps(components.to_fields()),
-                    ]
-                for values in write.deleted:
-                    args += [keys.row_field(partition, values), ""]
+            for key, args in targets.items():
                 await self._script(keys=[key], args=args, client=pipe)
+            pipe.sadd(keys.written_key(partition), *targets)
+            pipe.expire(keys.written_key(partition), max(keys.RETENTION_S.values()))
             results = await pipe.execute()
-        return sum(int(r) for r in results)
+        return sum(int(r) for r in results[: len(targets)])
 
     async def add_viewers(
         self, entries: Iterable[tuple[str, int, str | None, str | None, str]]

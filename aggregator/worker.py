@@ -58,6 +58,7 @@ class Aggregator:
         self.touched_writer = TouchedWriter(self.redis)
         self.parts: dict[int, PartitionAggregate] = {}
         self.epochs: dict[int, int] = {}
+        self.rebuilt: set[int] = set()  # partitions whose next flush replaces what they wrote
         self.token = uuid.uuid4().hex
         self.registry = CollectorRegistry()
         self.records = Counter(
@@ -87,13 +88,15 @@ class Aggregator:
             part = PartitionAggregate(partition, self.settings.policy)
             # The memory store holds every partition this worker has: rebuild keeps its own.
             part.rebuild(
-                (key, SessionEntry.from_bytes(value)) for key, value in list(table.data.items())
+                (key.decode() if isinstance(key, bytes) else key, SessionEntry.from_bytes(value))
+                for key, value in list(table.data.items())
             )
             key = EPOCH_KEY.format(
                 app=self.settings.app_id, topic=self.settings.topic, partition=partition
             )
             self.epochs[partition] = int(await self.redis.incr(key))
             self.parts[partition] = part
+            self.rebuilt.add(partition)
             log.info("partition %d: rebuilt, epoch %d", partition, self.epochs[partition])
         return part
 
@@ -104,9 +107,12 @@ class Aggregator:
         self.open_sessions.set(len(self.parts))
         try:
             if await self.rollup_writer.redis_lost_data(self.token):
-                log.warning("redis lost its data (or first start): rewriting every row")
-                for part in self.parts.values():
-                    part.rollups.mark_all_dirty()
+                # Rebuild every partition from the sessions table at its next record (a tick
+                # comes within tick_interval_s): rows, unique viewers and who is watching now
+                # are all written again, under new epochs.
+                log.warning("redis lost its data (or first start): rebuilding what we own")
+                self.parts.clear()
+                return
         except RedisError:
             self.flush_errors.inc()
             log.warning("redis unreachable; will retry", exc_info=True)
@@ -118,7 +124,9 @@ class Aggregator:
             touched = part.take_touched()
             version = (self.epochs[partition] << VERSION_EPOCH_SHIFT) | (part.offset + 1)
             try:
-                await self.rollup_writer.write(partition, version, writes)
+                replace = partition in self.rebuilt
+                await self.rollup_writer.write(partition, version, writes, replace=replace)
+                self.rebuilt.discard(partition)
                 await self.touched_writer.write(touched, now_ms)
             except RedisError:
                 self.flush_errors.inc()
@@ -144,6 +152,8 @@ def create_app(settings: AggregatorSettings) -> faust.App:
         web_in_thread=False,
         datadir=settings.data_dir,
         producer_acks=-1,
+        broker_session_timeout=settings.group_session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.group_session_timeout_s / 4),
         stream_wait_empty=True,
     )
     agg = Aggregator(settings)
@@ -156,14 +166,10 @@ def create_app(settings: AggregatorSettings) -> faust.App:
         value_serializer="raw",
         partitions=settings.topic_partitions,
     )
-    # Keys are session ids as bytes, values `SessionEntry.to_bytes()`: raw both ways, so the
-    # table holds exactly what its changelog holds, before and after a recovery.
+    # Keys are session ids as bytes, values `SessionEntry.to_bytes()`: bytes types make faust
+    # use the raw codec both ways, so the table holds what its changelog holds after recovery.
     sessions = app.Table(
-        "sessions",
-        partitions=settings.topic_partitions,
-        schema=faust.Schema(
-            key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-        ),
+        "sessions", key_type=bytes, value_type=bytes, partitions=settings.topic_partitions
     )
 
     @app.agent(beacons, concurrency=1)

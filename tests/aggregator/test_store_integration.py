@@ -1,0 +1,132 @@
+"""The rollup writer and reader against the real Redis: versions, replace mode, projection."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from aggregator.keys import FULL
+from aggregator.metrics import Components
+from aggregator.partition import Touched
+from aggregator.rollups import PartitionRollups
+from aggregator.store import RealtimeReader, RollupReader, RollupWriter, TouchedWriter
+from ingest.settings import IngestSettings
+
+H = 1_767_229_200_000  # 2026-01-01T01:00Z
+DIMS = dict.fromkeys(FULL)
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[Redis]:
+    client = Redis.from_url(IngestSettings.from_env().redis_url)
+    await client.flushdb()
+    yield client
+    await client.aclose()
+
+
+def session(
+    country: str, views: int = 1, playing_ms: int = 0
+) -> tuple[dict[str, str | None], dict[int, Components]]:
+    dims = {**DIMS, "playbackId": "pb-1", "creatorId": "cr-1", "country": country}
+    return dims, {H: Components(views=views, sessions=views, playing_ms=playing_ms)}
+
+
+async def flush(
+    rollups: PartitionRollups,
+    writer: RollupWriter,
+    partition: int,
+    version: int,
+    *,
+    replace: bool = False,
+) -> int:
+    rollups.fold()
+    return await writer.write(partition, version, rollups.take_dirty(), replace=replace)
+
+
+async def totals(redis: Redis, **kw: object) -> list[dict[str, object]]:
+    rows = await RollupReader(redis).viewership(step="hour", from_ms=H, to_ms=H + 3_600_000, **kw)  # type: ignore[arg-type]
+    return [
+        {k: r[k] for k in ("viewCount", "playtimeMins", *[d for d in r if d in FULL])} for r in rows
+    ]
+
+
+async def test_partitions_add_up_and_stale_versions_are_refused(redis: Redis) -> None:
+    writer = RollupWriter(redis)
+    p0, p1 = PartitionRollups(), PartitionRollups()
+    p0.add(*session("DE", playing_ms=60_000))
+    p1.add(*session("DE", playing_ms=120_000))
+    p1.add(*session("FR"))
+    assert await flush(p0, writer, 0, 10) > 0
+    assert await flush(p1, writer, 1, 7) > 0
+    assert await totals(redis) == [{"viewCount": 3, "playtimeMins": 3.0}]
+    assert await totals(redis, breakdown=["country"]) == [
+        {"viewCount": 2, "playtimeMins": 3.0, "country": "DE"},
+        {"viewCount": 1, "playtimeMins": 0.0, "country": "FR"},
+    ]
+    # A stale worker for partition 0 (older version) cannot overwrite it...
+    zombie = PartitionRollups()
+    zombie.add(*session("DE", views=5))
+    assert await flush(zombie, writer, 0, 9) == 0
+    assert await totals(redis) == [{"viewCount": 3, "playtimeMins": 3.0}]
+    # ...and a replay at the same version writes the same absolute values: nothing doubles.
+    again = PartitionRollups()
+    again.add(*session("DE", playing_ms=60_000))
+    await flush(again, writer, 0, 10)
+    assert await totals(redis) == [{"viewCount": 3, "playtimeMins": 3.0}]
+
+
+async def test_replace_mode_clears_what_a_predecessor_wrote(redis: Redis) -> None:
+    writer = RollupWriter(redis)
+    before = PartitionRollups()
+    before.add(*session("DE"))
+    await flush(before, writer, 0, 1)
+    # The new owner's rebuilt state no longer has the DE session (its anchor moved away).
+    after = PartitionRollups()
+    after.add(*session("FR"))
+    after.mark_all_dirty()
+    await flush(after, writer, 0, (2 << 40) | 1, replace=True)
+    assert await totals(redis, breakdown=["country"]) == [
+        {"viewCount": 1, "playtimeMins": 0.0, "country": "FR"}
+    ]
+
+
+async def test_combined_breakdowns_and_filters_project_the_full_rows(redis: Redis) -> None:
+    writer = RollupWriter(redis)
+    rollups = PartitionRollups()
+    for country, device in [("DE", "mobile"), ("DE", "desktop"), ("FR", "mobile")]:
+        dims, by_hour = session(country)
+        rollups.add({**dims, "deviceType": device}, by_hour)
+    await flush(rollups, writer, 0, 1)
+    rows = await totals(
+        redis, breakdown=["deviceType", "country"], playback_id="pb-1", creator_id="cr-1"
+    )
+    assert [(r["deviceType"], r["country"], r["viewCount"]) for r in rows] == [
+        ("desktop", "DE", 1),
+        ("mobile", "DE", 1),
+        ("mobile", "FR", 1),
+    ]
+    assert await totals(redis, creator_id="nobody") == []
+
+
+async def test_concurrent_viewers_now(redis: Redis) -> None:
+    writer = TouchedWriter(redis)
+    now = H + 1_000_000
+    dims = {**DIMS, "playbackId": "pb-1", "creatorId": "cr-1", "country": "DE", "browser": "Chrome"}
+    await writer.write(
+        {
+            "a": Touched(dims, "v1", now - 1_000, False, ()),
+            "b": Touched({**dims, "country": "FR"}, "v2", now - 29_999, True, ()),
+            "c": Touched(dims, "v3", now - 30_000, False, ()),  # exactly 30 s ago: not watching
+        },
+        now,
+    )
+    reader = RealtimeReader(redis, 30_000)
+    assert await reader.now(now) == [{"viewCount": 2, "errorRate": 0.5}]
+    assert await reader.now(now, breakdown=["country"]) == [
+        {"country": "DE", "viewCount": 1, "errorRate": 0.0},
+        {"country": "FR", "viewCount": 1, "errorRate": 1.0},
+    ]
+    assert await reader.now(now, creator_id="cr-1") == [{"viewCount": 2, "errorRate": 0.5}]
+    assert await reader.now(now, playback_id="other") == [{"viewCount": 0, "errorRate": 0.0}]
