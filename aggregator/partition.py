@@ -164,3 +164,27 @@ class PartitionAggregate:
     def take_touched(self) -> dict[str, Touched]:
         touched, self._touched = self._touched, {}
         return touched
+
+
+def view_summary(session_id: str, entry: SessionEntry) -> dict[str, Any]:
+    """A closed view, as published to the `views` topic for warehouses and per-view listings.
+
+    At least once: a replay after a crash may publish the same view again, with the same
+    `sessionId` and `closedAtMs`, which is the key to deduplicate on.
+    """
+    state = entry.state
+    assert state is not None
+    return {
+        "sessionId": session_id,
+        "viewerId": entry.viewer,
+        **{k: v for k, v in entry.dims.items() if k != "viewerId"},
+        "viewStartMs": state.first_event_ms,
+        "closedAtMs": state.last_seen_ms,
+        "playIntent": state.play_intent,
+        "playingMs": state.playing_ms,
+        "bufferMs": state.buffer_ms,
+        "ttffMs": state.ttff_ms,
+        "errors": state.error_count,
+        "fatalError": state.fatal_error,
+        "exitBeforeStart": state.exit_before_start,
+    }

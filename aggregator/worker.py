@@ -32,7 +32,7 @@ from prometheus_client import (
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from aggregator.partition import PartitionAggregate, SessionEntry
+from aggregator.partition import PartitionAggregate, SessionEntry, view_summary
 from aggregator.settings import AggregatorSettings
 from aggregator.store import RollupWriter, TouchedWriter
 from ingest.record import decode_record
@@ -172,6 +172,21 @@ def create_app(settings: AggregatorSettings) -> faust.App:
         "sessions", key_type=bytes, value_type=bytes, partitions=settings.topic_partitions
     )
 
+    views = app.topic(
+        settings.views_topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.topic_partitions,
+    )
+
+    async def publish_view(session_id: str, was_closed: bool, entry: SessionEntry) -> None:
+        """Each view that closes goes to `views` (at least once: see `view_summary`)."""
+        if not was_closed and entry.state is not None and entry.state.closed:
+            summary = orjson.dumps(view_summary(session_id, entry))
+            await views.send(key=session_id.encode(), value=summary)
+
     @app.agent(beacons, concurrency=1)
     async def aggregate(stream: Any) -> None:
         async for event in stream.events():
@@ -194,15 +209,23 @@ def create_app(settings: AggregatorSettings) -> faust.App:
                     raw = sessions.get(session_id.encode())
                     if raw is None:
                         continue
-                    entry = part.apply_close(session_id, SessionEntry.from_bytes(raw), int(tick))
+                    before = SessionEntry.from_bytes(raw)
+                    was_closed = before.state is not None and before.state.closed
+                    entry = part.apply_close(session_id, before, int(tick))
                     sessions[session_id.encode()] = entry.to_bytes()
+                    await publish_view(session_id, was_closed, entry)
             else:
                 agg.records.labels("beacons").inc()
                 for envelope in envelopes:
-                    key = envelope["envelope"]["session_id"].encode()
-                    raw = sessions.get(key)
+                    session_id = envelope["envelope"]["session_id"]
+                    raw = sessions.get(session_id.encode())
                     stored = None if raw is None else SessionEntry.from_bytes(raw)
-                    sessions[key] = part.apply_envelope(envelope, stored).to_bytes()
+                    was_closed = (
+                        stored is not None and stored.state is not None and stored.state.closed
+                    )
+                    entry = part.apply_envelope(envelope, stored)
+                    sessions[session_id.encode()] = entry.to_bytes()
+                    await publish_view(session_id, was_closed, entry)  # `ended`
                     agg.events.inc(len(envelope["events"]))
             part.offset = message.offset
 

@@ -65,6 +65,11 @@ class Pipeline:
     topic: str = field(default_factory=lambda: f"beacons-e2e-{uuid.uuid4().hex[:8]}")
     app_id: str = field(default_factory=lambda: f"pp-e2e-{uuid.uuid4().hex[:6]}")
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def views_topic(self) -> str:
+        return f"views-{self.topic}"
+
     log_path: Path = field(init=False)
     settings: IngestSettings = field(init=False)
 
@@ -91,6 +96,7 @@ class Pipeline:
         env = {
             **os.environ,
             "PLAYPULSE_BEACONS_TOPIC": self.topic,
+            "PLAYPULSE_VIEWS_TOPIC": self.views_topic,
             "PLAYPULSE_BEACONS_PARTITIONS": str(self.partitions),
             "PLAYPULSE_AGGREGATOR_APP_ID": self.app_id,
             "PLAYPULSE_AGGREGATOR_ADDR": f"127.0.0.1:{free_port()}",

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
 from aggregator import reference
@@ -122,3 +123,34 @@ async def test_concurrent_viewers_equal_reference(
         return tuple(str(row.get(d)) for d in breakdown)
 
     assert sorted(got, key=key) == sorted(want, key=key)
+
+
+async def test_every_closed_view_is_published_to_views(pipeline: Pipeline) -> None:
+    consumer = AIOKafkaConsumer(
+        pipeline.views_topic,
+        bootstrap_servers=pipeline.settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    summaries: dict[str, dict[str, Any]] = {}
+    try:
+        for _ in range(10):
+            batch = await consumer.getmany(timeout_ms=1_000)
+            for messages in batch.values():
+                for m in messages:
+                    summary = orjson.loads(m.value)
+                    summaries[summary["sessionId"]] = summary  # the latest close wins
+            if not batch and summaries:
+                break
+    finally:
+        await consumer.stop()
+    sessions = reference.sessions(pipeline.log, dims_of=dims_of, viewer_of=pipeline.viewer_of)
+    assert set(summaries) == {s.session_id for s in sessions}
+    for s in sessions:
+        summary = summaries[s.session_id]
+        assert summary["playbackId"] == s.dims["playbackId"]
+        assert summary["viewerId"] == s.viewer
+        assert summary["exitBeforeStart"] == bool(s.exit_before_start)
+        assert summary["ttffMs"] == s.ttff_ms
