@@ -14,4 +14,8 @@ rm -rf "$PLAYPULSE_STATE/kafka" "$PLAYPULSE_STATE/redis"
 trap '"$DEPLOY_DIR/kafka.sh" stop; "$DEPLOY_DIR/redis.sh" stop' EXIT
 "$DEPLOY_DIR/stack.sh" servers
 cd "$REPO_DIR"
+# The peer baseline (quix-streams) is a benchmark-only dependency.
+"$PLAYPULSE_VENV/bin/pip" install -q -e "$REPO_DIR[bench]"
 "$PLAYPULSE_VENV/bin/python" -m tests.bench.bench_ingest "$@"
+"$PLAYPULSE_VENV/bin/python" -m tests.bench.bench_aggregate
+"$PLAYPULSE_VENV/bin/python" -m tests.bench.bench_pipeline
