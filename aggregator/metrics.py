@@ -55,6 +55,8 @@ class Components:
     ttff_buckets: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
+        if not self.ttff_buckets:
+            return
         canonical = tuple(sorted((b, c) for b, c in sketch.merge(dict(self.ttff_buckets)).items()))
         if canonical != self.ttff_buckets:
             object.__setattr__(self, "ttff_buckets", canonical)
@@ -68,9 +70,23 @@ class Components:
         return cls(ttff_buckets=tuple(counts.items()), **counters)
 
     def merge(self, other: Components) -> Components:
-        summed = {name: getattr(self, name) + getattr(other, name) for name in _COUNTERS}
-        return Components.with_ttff_counts(
-            sketch.merge(self.ttff_counts, other.ttff_counts), **summed
+        # Field by field rather than through a dict: this runs for every row a delta touches.
+        if not other.ttff_buckets:
+            buckets = self.ttff_buckets
+        elif not self.ttff_buckets:
+            buckets = other.ttff_buckets
+        else:
+            buckets = tuple(sketch.merge(self.ttff_counts, other.ttff_counts).items())
+        return Components(
+            self.views + other.views,
+            self.sessions + other.sessions,
+            self.playing_ms + other.playing_ms,
+            self.buffer_ms + other.buffer_ms,
+            self.ttff_sum_ms + other.ttff_sum_ms,
+            self.ttff_count + other.ttff_count,
+            self.error_sessions + other.error_sessions,
+            self.exits_before_start + other.exits_before_start,
+            buckets,
         )
 
     def __add__(self, other: Components) -> Components:

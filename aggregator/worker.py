@@ -229,6 +229,16 @@ def create_app(settings: AggregatorSettings) -> faust.App:
                     agg.events.inc(len(envelope["events"]))
             part.offset = message.offset
 
+    def forget_derived_state(sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        """On every rebalance, drop what is derived from the sessions table: recovery may have
+        rolled table entries back to their changelog, and the consumer resumes from the
+        committed offsets, so the only consistent base is the table as recovered. Each
+        partition is rebuilt (with a new epoch, in replace mode) at its next record."""
+        agg.parts.clear()
+
+    app.on_partitions_revoked.connect(forget_derived_state)
+    app.on_partitions_assigned.connect(forget_derived_state)
+
     @app.timer(interval=settings.tick_interval_s)
     async def tick() -> None:
         now_ms = time.time_ns() // 1_000_000

@@ -47,6 +47,9 @@ java_cmd() {
 start() {
   [ -d "$KAFKA_LIBS" ] || "$DEPLOY_DIR/install.sh"
   if pid_alive kafka; then say "kafka already running (pid $(cat "$RUN_DIR/kafka.pid"))"; return 0; fi
+  if (exec 3<>"/dev/tcp/$KAFKA_HOST/$KAFKA_PORT") 2>/dev/null; then
+    die "something already listens on $PLAYPULSE_KAFKA_BOOTSTRAP (not ours: no pid file)"
+  fi
   write_config
   if [ ! -f "$KAFKA_DIR/data/meta.properties" ]; then
     local cid

@@ -10,6 +10,9 @@ REDIS_DIR="$PLAYPULSE_STATE/redis"
 start() {
   command -v redis-server >/dev/null || "$DEPLOY_DIR/install.sh"
   if pid_alive redis; then say "redis already running (pid $(cat "$RUN_DIR/redis.pid"))"; return 0; fi
+  if redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" ping >/dev/null 2>&1; then
+    die "another redis already answers on $REDIS_HOST:$REDIS_PORT (not ours: no pid file)"
+  fi
   mkdir -p "$REDIS_DIR"
   say "starting redis on $REDIS_HOST:$REDIS_PORT"
   redis-server --bind "$REDIS_HOST" --port "$REDIS_PORT" --dir "$REDIS_DIR" \
