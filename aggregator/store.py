@@ -107,7 +107,7 @@ class RollupReader:
     async def viewership(
         self,
         *,
-        step: Step,
+        step: Step | None,
         from_ms: int,
         to_ms: int,
         breakdown: Sequence[str] = (),
@@ -115,7 +115,8 @@ class RollupReader:
         creator_id: str | None = None,
         fields: Sequence[str] = ALL_FIELDS,
     ) -> list[dict[str, Any]]:
-        """Rows per `step` bucket and breakdown tuple over the data in [from_ms, to_ms).
+        """Rows per `step` bucket and breakdown tuple over the data in [from_ms, to_ms); with no
+        step, one row per tuple for the whole range, without `timestamp`.
 
         The range selects data at hour granularity (from floored, to ceiled to the hour): whole
         days are read from day rows, the edges from hour rows. Rows are grouped by the step's
@@ -132,7 +133,8 @@ class RollupReader:
         group = keys.group_for(scope_dim, breakdown + tuple(filters))
         grains: tuple[Step, ...] = ("hour",) if step == "hour" else ("day", "hour")
         plan = [
-            (floor(start, step), grain, start) for grain, start in cover(from_ms, to_ms, grains)
+            (0 if step is None else floor(start, step), grain, start)
+            for grain, start in cover(from_ms, to_ms, grains)
         ]
         async with self._redis.pipeline(transaction=False) as pipe:
             for _, grain, start in plan:
@@ -162,7 +164,7 @@ class RollupReader:
 
         rows = []
         for (bucket, projected), components in sorted(totals.items(), key=_sort_key):
-            row: dict[str, Any] = {"timestamp": bucket}
+            row: dict[str, Any] = {} if step is None else {"timestamp": bucket}
             row.update(zip(breakdown, projected, strict=True))
             row.update(to_viewership(components, fields))
             if not breakdown and not filters:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +57,37 @@ async def _playbacks(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _keys(args: argparse.Namespace) -> int:
+    from redis.asyncio import Redis
+
+    from api.auth import create_key, list_keys, revoke_key
+    from api.settings import ApiSettings
+
+    redis = Redis.from_url(ApiSettings.from_env().redis_url)
+    try:
+        if args.keys_cmd == "create":
+            key_id, secret = await create_key(
+                redis,
+                kind=args.kind,
+                origins=args.origin or (),
+                creator_id=args.creator,
+                name=args.name,
+            )
+            print(f"id:     {key_id}\nsecret: {secret}\n(the secret is shown once: store it now)")
+        elif args.keys_cmd == "revoke":
+            if not await revoke_key(redis, args.key_id):
+                print(f"no such key: {args.key_id}", file=sys.stderr)
+                return 1
+            print(f"revoked {args.key_id}")
+        else:
+            for key in await list_keys(redis):
+                info = key.to_json()
+                print("\t".join(f"{k}={v}" for k, v in info.items()))
+    finally:
+        await redis.aclose()
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="playpulse", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -67,7 +97,16 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("simulate", help="simulated players posting beacons (see simulate --help)")
     sub.add_parser("up", help="start the whole local stack in the background")
     sub.add_parser("down", help="stop the whole local stack")
-    sub.add_parser("keys", help="manage API keys")
+    keys = sub.add_parser("keys", help="API keys: private, or CORS with allowed origins")
+    keys_sub = keys.add_subparsers(dest="keys_cmd", required=True)
+    create = keys_sub.add_parser("create")
+    create.add_argument("--kind", choices=("private", "cors"), default="private")
+    create.add_argument("--origin", action="append", help="allowed origin of a CORS key")
+    create.add_argument("--creator", help="scope the key to one creator's data")
+    create.add_argument("--name")
+    keys_sub.add_parser("list")
+    revoke = keys_sub.add_parser("revoke")
+    revoke.add_argument("key_id")
     pb = sub.add_parser(
         "playbacks", help="the playback registry: playback -> creator, asset/stream"
     )
@@ -100,14 +139,18 @@ def main(argv: list[str] | None = None) -> None:
         from aggregator.worker import main as aggregate_main
 
         aggregate_main()
+    elif args.cmd == "api":
+        from api.app import main as api_main
+
+        api_main()
+    elif args.cmd == "keys":
+        sys.exit(asyncio.run(_keys(args)))
     elif args.cmd in ("up", "down"):
         sys.exit(_stack(args.cmd))
     elif args.cmd == "playbacks":
         sys.exit(asyncio.run(_playbacks(args)))
-    else:
-        # Honest about what is not built yet rather than a stub that pretends.
-        print(f"playpulse {args.cmd}: not implemented yet", file=sys.stderr)
-        sys.exit(os.EX_UNAVAILABLE)
+    else:  # pragma: no cover - argparse only lets the subcommands above through
+        raise AssertionError(args.cmd)
 
 
 if __name__ == "__main__":

@@ -48,10 +48,12 @@ up() {
   "$PLAYPULSE" playbacks add-demo >/dev/null
   start_service ingest "http://$PLAYPULSE_INGEST_ADDR/healthz" "$PLAYPULSE" ingest
   start_service aggregator "http://$PLAYPULSE_AGGREGATOR_ADDR/healthz" "$PLAYPULSE" aggregate
-  say "collector: http://$PLAYPULSE_INGEST_ADDR/analytics/log   prometheus: http://$PLAYPULSE_PROMETHEUS_ADDR"
+  start_service api "http://$PLAYPULSE_API_ADDR/healthz" "$PLAYPULSE" api
+  say "collector: http://$PLAYPULSE_INGEST_ADDR/analytics/log   api: http://$PLAYPULSE_API_ADDR/api   prometheus: http://$PLAYPULSE_PROMETHEUS_ADDR"
 }
 
 down() {
+  stop_pid api 15
   stop_pid ingest 15
   stop_pid aggregator 30
   "$DEPLOY_DIR/prometheus.sh" stop
@@ -61,7 +63,7 @@ down() {
 
 status() {
   local name rc=0
-  for name in kafka redis prometheus ingest aggregator; do
+  for name in kafka redis prometheus ingest aggregator api; do
     if pid_alive "$name"; then echo "$name: running"; else echo "$name: stopped"; rc=1; fi
   done
   return $rc
