@@ -12,19 +12,11 @@ import orjson
 from redis.asyncio import Redis
 
 from aggregator import keys
-from aggregator.metrics import ZERO, Components, to_viewership
+from aggregator.metrics import OPTIONAL_FIELDS, ZERO, Components, to_viewership
 from aggregator.rollups import RowWrite
 from aggregator.timebuckets import Step, cover, floor
 
-ALL_FIELDS = (
-    "ttffMs",
-    "ttffP50Ms",
-    "ttffP95Ms",
-    "rebufferRatio",
-    "errorRate",
-    "exitsBeforeStart",
-    "exitsBeforeStartCount",
-)
+ALL_FIELDS = OPTIONAL_FIELDS  # every optional viewership field (viewCount, playtimeMins always)
 
 
 class RollupWriter:

@@ -13,7 +13,6 @@ allowed it, `*` on the public total called without a key. No response sets
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -33,6 +32,7 @@ from api import params
 from api.auth import ApiKey, AuthError, bearer_secret, lookup_key, normalize_origin
 from api.metrics import ApiMetrics
 from api.settings import ApiSettings
+from ingest.app import serve
 from ingest.registry import PlaybackRegistry
 
 log = logging.getLogger(__name__)
@@ -411,21 +411,5 @@ def create_app(
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = ApiSettings.from_env()
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        access_log=None,
-        print=None,
-        loop=_new_loop(),
-    )
-
-
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
+    serve(create_app(settings), settings.host, settings.port)

@@ -261,16 +261,14 @@ def create_app(
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = IngestSettings.from_env()
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        access_log=None,
-        print=None,
-        loop=_new_loop(),
-    )
+    serve(create_app(settings), settings.host, settings.port)
+
+
+def serve(app: web.Application, host: str, port: int) -> None:
+    """Runs an aiohttp app in the foreground on uvloop (when installed) until SIGINT/SIGTERM."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    web.run_app(app, host=host, port=port, access_log=None, print=None, loop=_new_loop())
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
