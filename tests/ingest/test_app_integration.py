@@ -175,6 +175,13 @@ async def test_strict_mode_refuses_unknown_playbacks(
     await server.start_server()
     try:
         async with ClientSession(str(server.make_url("/"))) as http:
+            # Refused before Kafka is involved; still let the sink finish connecting, so that
+            # closing the server does not cut its connection attempt half way.
+            for _ in range(200):
+                async with http.get("/readyz") as resp:
+                    if resp.status == 200:
+                        break
+                await asyncio.sleep(0.1)
             status, _, body = await post(http, orjson.dumps(envelope(playback_id="pb-nobody")))
             assert status == 403
             assert body == {"errors": ["playback_id: 'pb-nobody' is not registered"]}
