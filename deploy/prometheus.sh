@@ -11,7 +11,7 @@ start() {
   if pid_alive prometheus; then say "prometheus already running"; return 0; fi
   mkdir -p "$PROM_DIR/data"
   sed -e "s/@INGEST@/$PLAYPULSE_INGEST_ADDR/" -e "s/@API@/$PLAYPULSE_API_ADDR/" \
-      -e "s/@AGGREGATOR@/$PLAYPULSE_AGGREGATOR_ADDR/" \
+      -e "s/@AGGREGATOR@/$PLAYPULSE_AGGREGATOR_ADDR/" -e "s|@RULES@|$DEPLOY_DIR/prometheus/alerts.yml|" \
       "$DEPLOY_DIR/prometheus/prometheus.yml" > "$PROM_DIR/prometheus.yml"
   promtool check config "$PROM_DIR/prometheus.yml" >/dev/null
   say "starting prometheus on $PLAYPULSE_PROMETHEUS_ADDR"
