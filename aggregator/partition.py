@@ -165,6 +165,11 @@ class PartitionAggregate:
         touched, self._touched = self._touched, {}
         return touched
 
+    def restore_touched(self, touched: Mapping[str, Touched]) -> None:
+        """Puts back what a failed flush took, unless the session was touched again since."""
+        for session_id, t in touched.items():
+            self._touched.setdefault(session_id, t)
+
 
 def view_summary(session_id: str, entry: SessionEntry) -> dict[str, Any]:
     """A closed view, as published to the `views` topic for warehouses and per-view listings.

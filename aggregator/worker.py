@@ -73,10 +73,10 @@ class Aggregator:
         self.flush_errors = Counter(
             "playpulse_aggregator_flush_errors", "Failed Redis flushes", registry=self.registry
         )
-        self.open_sessions = Gauge(
+        self.partitions_owned = Gauge(
             "playpulse_aggregator_partitions", "Partitions this worker owns", registry=self.registry
         )
-        self.lag_ms = Gauge(
+        self.lag_s = Gauge(
             "playpulse_aggregator_stream_lag_seconds",
             "Wall clock minus the newest server timestamp processed",
             registry=self.registry,
@@ -104,7 +104,7 @@ class Aggregator:
         for partition in list(self.parts):
             if partition not in owned:  # revoked: rebuilt with a new epoch if it comes back
                 del self.parts[partition]
-        self.open_sessions.set(len(self.parts))
+        self.partitions_owned.set(len(self.parts))
         try:
             if await self.rollup_writer.redis_lost_data(self.token):
                 # Rebuild every partition from the sessions table at its next record (a tick
@@ -131,11 +131,11 @@ class Aggregator:
             except RedisError:
                 self.flush_errors.inc()
                 part.rollups.restore_unwritten(writes)
-                for session_id, t in touched.items():  # write them again next time
-                    part._touched.setdefault(session_id, t)
+                part.restore_touched(touched)
                 log.warning("flush of partition %d failed; will retry", partition, exc_info=True)
-            if part.stream_time_ms:
-                self.lag_ms.set(max(0.0, (now_ms - part.stream_time_ms) / 1000))
+        newest = [p.stream_time_ms for p in self.parts.values() if p.stream_time_ms]
+        if newest:  # the partition furthest behind
+            self.lag_s.set(max(0.0, (now_ms - min(newest)) / 1000))
 
 
 def create_app(settings: AggregatorSettings) -> faust.App:
