@@ -113,10 +113,12 @@ def viewers_key(grain: str, bucket_ms: int, scope_dim: str | None, scope_value: 
 def now_key(
     scope: str, dim: str | None = None, value: str | None = None, *, errors: bool = False
 ) -> str:
+    """The sorted set of a scope (`dim` None), or of one value of a dimension within it (a
+    missing value is its own member, `encode_now_value(None)`)."""
     prefix = "pp:nowerr" if errors else "pp:now"
     if dim is None:
         return f"{prefix}:{scope}:-"
-    return f"{prefix}:{scope}:{dim}={quote(value or '', safe='')}"
+    return f"{prefix}:{scope}:{dim}={encode_now_value(value)}"
 
 
 def now_index_key(scope: str, dim: str) -> str:

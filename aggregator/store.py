@@ -217,17 +217,17 @@ class TouchedWriter:
                         key = keys.viewers_key(grain, bucket, scope_dim, value)
                         viewers.setdefault(key, set()).add(t.viewer)
             for scope in _scopes(t.dims):
-                targets = [keys.now_key(scope)]
+                targets: list[tuple[str | None, str | None]] = [(None, None)]
                 for dim in keys.NOW_DIMENSIONS:
                     value = t.dims.get(dim)
-                    targets.append(keys.now_key(scope, dim, keys.encode_now_value(value)))
+                    targets.append((dim, value))
                     index.setdefault(keys.now_index_key(scope, dim), set()).add(
                         keys.encode_now_value(value)
                     )
-                for key in targets:
-                    zsets.setdefault(key, {})[session_id] = t.last_seen_ms
+                for by, of in targets:
+                    zsets.setdefault(keys.now_key(scope, by, of), {})[session_id] = t.last_seen_ms
                     if t.has_error:
-                        err_key = key.replace("pp:now:", "pp:nowerr:", 1)
+                        err_key = keys.now_key(scope, by, of, errors=True)
                         zsets.setdefault(err_key, {})[session_id] = t.last_seen_ms
         async with self._redis.pipeline(transaction=False) as pipe:
             for key, members in viewers.items():
@@ -266,21 +266,19 @@ class RealtimeReader:
         scope = keys.scope_text(scope_dim, scope_value)
         low, high = f"({now_ms - self._window_ms}", str(now_ms)
         if not breakdown:
-            targets: list[tuple[dict[str, Any], str]] = [({}, keys.now_key(scope))]
+            targets: list[tuple[dict[str, Any], str | None, str | None]] = [({}, None, None)]
         else:
             dim = breakdown[0]
             members = await self._redis.smembers(keys.now_index_key(scope, dim))
-            encoded = sorted(m.decode() if isinstance(m, bytes) else m for m in members)
-            targets = [
-                ({dim: keys.decode_now_value(v)}, keys.now_key(scope, dim, v)) for v in encoded
-            ]
+            values = [keys.decode_now_value(m) for m in sorted(members)]
+            targets = [({dim: value}, dim, value) for value in values]
         async with self._redis.pipeline(transaction=False) as pipe:
-            for _, key in targets:
-                pipe.zcount(key, low, high)
-                pipe.zcount(key.replace("pp:now:", "pp:nowerr:", 1), low, high)
+            for _, by, of in targets:
+                pipe.zcount(keys.now_key(scope, by, of), low, high)
+                pipe.zcount(keys.now_key(scope, by, of, errors=True), low, high)
             counts = await pipe.execute()
         rows = []
-        for i, (labels, _) in enumerate(targets):
+        for i, (labels, _, _) in enumerate(targets):
             viewers, erroring = int(counts[2 * i]), int(counts[2 * i + 1])
             if breakdown and viewers == 0:
                 continue

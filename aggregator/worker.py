@@ -158,28 +158,26 @@ def create_app(settings: AggregatorSettings) -> faust.App:
     )
     agg = Aggregator(settings)
     app.aggregator = agg  # type: ignore[attr-defined]
-    beacons = app.topic(
-        settings.topic,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.topic_partitions,
-    )
+
+    def raw_topic(name: str) -> Any:
+        """A topic of bytes both ways: records are orjson we decode ourselves."""
+        return app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.topic_partitions,
+        )
+
+    beacons = raw_topic(settings.topic)
     # Keys are session ids as bytes, values `SessionEntry.to_bytes()`: bytes types make faust
     # use the raw codec both ways, so the table holds what its changelog holds after recovery.
     sessions = app.Table(
         "sessions", key_type=bytes, value_type=bytes, partitions=settings.topic_partitions
     )
 
-    views = app.topic(
-        settings.views_topic,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.topic_partitions,
-    )
+    views = raw_topic(settings.views_topic)
 
     async def publish_view(session_id: str, was_closed: bool, entry: SessionEntry) -> None:
         """Each view that closes goes to `views` (at least once: see `view_summary`)."""
