@@ -16,6 +16,7 @@ rollups are rebuilt from the table before the partition's first record is proces
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -46,6 +47,22 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4"  # version = epoch << 40 | (offset
 
 def tick_record(now_ms: int) -> bytes:
     return orjson.dumps({"v": 2, "tick": now_ms, "envelopes": []})
+
+
+def put_session(
+    table: Any, partition: int, session_id: str, entry: SessionEntry, sends: list[Any]
+) -> None:
+    """Sets a session in the table and keeps the changelog send to wait for.
+
+    `table[key] = value` queues the changelog record in faust's producer buffer, and the flush
+    faust runs before committing offsets (`ProducerBuffer.flush_atmost`) gives up after 0.1 s
+    without progress, so on a loaded machine offsets can be committed ahead of the changelog:
+    a worker that leaves or dies then loses those updates. The agent instead waits for its
+    record's changelog acknowledgements before taking the next record, which is what lets
+    faust commit the record's offset."""
+    key, value = session_id.encode(), entry.to_bytes()
+    table.data[key] = value
+    sends.append(table.send_changelog(partition, key, value))
 
 
 class Aggregator:
@@ -201,6 +218,7 @@ def create_app(settings: AggregatorSettings) -> faust.App:
                 )
                 part.offset = message.offset
                 continue
+            sends: list[Any] = []
             if tick is not None:
                 agg.records.labels("tick").inc()
                 for session_id in part.due(int(tick)):
@@ -210,7 +228,7 @@ def create_app(settings: AggregatorSettings) -> faust.App:
                     before = SessionEntry.from_bytes(raw)
                     was_closed = before.state is not None and before.state.closed
                     entry = part.apply_close(session_id, before, int(tick))
-                    sessions[session_id.encode()] = entry.to_bytes()
+                    put_session(sessions, message.partition, session_id, entry, sends)
                     await publish_view(session_id, was_closed, entry)
             else:
                 agg.records.labels("beacons").inc()
@@ -222,9 +240,11 @@ def create_app(settings: AggregatorSettings) -> faust.App:
                         stored is not None and stored.state is not None and stored.state.closed
                     )
                     entry = part.apply_envelope(envelope, stored)
-                    sessions[session_id.encode()] = entry.to_bytes()
+                    put_session(sessions, message.partition, session_id, entry, sends)
                     await publish_view(session_id, was_closed, entry)  # `ended`
                     agg.events.inc(len(envelope["events"]))
+            if sends:
+                await asyncio.gather(*sends)
             part.offset = message.offset
 
     def forget_derived_state(sender: Any, /, *args: Any, **kwargs: Any) -> None:
