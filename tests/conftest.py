@@ -13,12 +13,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from redis.asyncio import Redis
 
 from ingest.settings import IngestSettings
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 PAYLOADS_DIR = REPO_DIR.parent / "shared" / "research" / "player-payloads"
+
+# Property tests check laws, not speed: no per-example deadline, so a loaded machine (CI, or
+# Kafka and the workers sharing two cores) cannot fail them on timing.
+settings.register_profile("playpulse", deadline=None)
+settings.load_profile("playpulse")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
