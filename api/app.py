@@ -14,6 +14,8 @@ allowed it, `*` on the public total called without a key. No response sets
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -330,6 +332,24 @@ class Api:
             headers["Access-Control-Allow-Origin"] = origin
         return web.Response(status=204, headers=headers)
 
+    async def refresh_gauges(self) -> None:
+        """Reads the business gauges from Redis once (RedisError when it cannot)."""
+        metrics = self.app[METRICS]
+        viewers, erroring = await self._redis("gauges", self.realtime.totals(self.clock()))
+        metrics.concurrent_viewers.set(viewers)
+        metrics.concurrent_viewers_erroring.set(erroring)
+        metrics.gauges_refreshed.set(time.time())
+
+    async def keep_gauges(self, interval_s: float) -> None:
+        """Refreshes the gauges every `interval_s` until cancelled, so a scrape never waits on
+        Redis; while Redis is unreachable they keep their last values (see the refresh time)."""
+        while True:
+            try:
+                await self.refresh_gauges()
+            except RedisError as exc:
+                log.warning("gauges not refreshed: %s", exc)
+            await asyncio.sleep(interval_s)
+
     async def healthz(self, request: web.Request) -> web.Response:
         return _json(200, {"status": "ok"})
 
@@ -426,7 +446,11 @@ def create_app(
     r.add_get("/metrics", api.metrics_view)
 
     async def lifespan(app: web.Application) -> AsyncIterator[None]:
+        gauges = asyncio.create_task(api.keep_gauges(settings.gauges_interval_s))
         yield
+        gauges.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await gauges
         if owns_redis:
             await app[REDIS].aclose()
 
