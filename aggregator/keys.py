@@ -27,10 +27,21 @@ Concurrent viewers. Sorted sets of session ids scored by last beacon time (serve
 `pp:now:{scope}:-` (all of the scope) and `pp:now:{scope}:{dim}={value}` for the `/views/now`
 dimensions, with `pp:nowidx:{scope}:{dim}` the set of values seen; `pp:nowerr:{scope}:...` the
 same for sessions with an error.
+
+Combined `/views/now` breakdowns (any two or more of `NOW_DIMENSIONS`) read the full tuples, like
+the rollups' `FULL` group: `pp:nowt:{scope}:{tuple}` is the sorted set of the sessions whose
+(playbackId, device, browser, country) is that tuple (`now_tuple`: the values encoded and
+comma-joined), `pp:nowterr:{scope}:{tuple}` those of them with an error, and `pp:nowtidx:{scope}`
+a sorted set of the tuples scored by the latest beacon of any of their sessions. A reader takes
+the tuples with a beacon in the window from the index, counts each tuple's sessions and projects
+onto the dimensions asked for: its cost grows with the distinct tuples active now, not with the
+sessions. A session has one tuple per scope (its dimensions are fixed when it starts), so the
+projected sums count each session once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 from urllib.parse import quote, unquote
@@ -132,6 +143,30 @@ def decode_now_value(member: bytes | str) -> str | None:
 
 def encode_now_value(value: str | None) -> str:
     return "\x00" if value is None else quote(value, safe="")
+
+
+def now_tuple(dims: Mapping[str, str | None]) -> str:
+    """The member of `now_tuple_index_key` (and the tail of `now_tuple_key`) for a session's
+    `NOW_DIMENSIONS` values; commas inside values are percent-encoded."""
+    return ",".join(encode_now_value(dims.get(d)) for d in NOW_DIMENSIONS)
+
+
+def parse_now_tuple(member: bytes | str) -> dict[str, str | None]:
+    text = member.decode() if isinstance(member, bytes) else member
+    parts = text.split(",")
+    if len(parts) != len(NOW_DIMENSIONS):
+        raise ValueError(f"not a {len(NOW_DIMENSIONS)}-value now tuple: {text!r}")
+    return {d: decode_now_value(p) for d, p in zip(NOW_DIMENSIONS, parts, strict=True)}
+
+
+def now_tuple_key(scope: str, member: str, *, errors: bool = False) -> str:
+    """The sorted set of the sessions of one full tuple (`now_tuple`) within a scope."""
+    return f"{'pp:nowterr' if errors else 'pp:nowt'}:{scope}:{member}"
+
+
+def now_tuple_index_key(scope: str) -> str:
+    """A scope's tuples, scored by the latest beacon time of any of their sessions."""
+    return f"pp:nowtidx:{scope}"
 
 
 VERSION_PREFIX: Final = "v|"

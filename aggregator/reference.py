@@ -379,7 +379,9 @@ def concurrent_now(
     """Livepeer `realtime-viewership-metric` rows: `viewCount` = distinct sessions with an
     accepted envelope whose server_timestamp is in (now - CONCURRENCY_WINDOW_MS, now];
     `errorRate` = the share of them that had an error in any envelope received by now (0 when
-    none is active). Without a breakdown there is always exactly one row."""
+    none is active). Without a breakdown there is always exactly one row; with one, a row per
+    tuple of the breakdown's values (any number of dimensions, in the order given) that has
+    someone watching, sorted by the values (None first)."""
     lines = list(log_lines)
     chosen = {
         s.session_id: s

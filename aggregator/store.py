@@ -229,6 +229,13 @@ class TouchedWriter:
                     if t.has_error:
                         err_key = keys.now_key(scope, by, of, errors=True)
                         zsets.setdefault(err_key, {})[session_id] = t.last_seen_ms
+                member = keys.now_tuple(t.dims)
+                zsets.setdefault(keys.now_tuple_key(scope, member), {})[session_id] = t.last_seen_ms
+                if t.has_error:
+                    err_key = keys.now_tuple_key(scope, member, errors=True)
+                    zsets.setdefault(err_key, {})[session_id] = t.last_seen_ms
+                tuples = zsets.setdefault(keys.now_tuple_index_key(scope), {})
+                tuples[member] = max(tuples.get(member, 0), t.last_seen_ms)
         async with self._redis.pipeline(transaction=False) as pipe:
             for key, members in viewers.items():
                 pipe.pfadd(key, *members)
@@ -259,12 +266,19 @@ class RealtimeReader:
         playback_id: str | None = None,
         creator_id: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Rows of `viewCount` and `errorRate`, one per value of the (single) breakdown dimension."""
-        if len(breakdown) > 1:
-            raise ValueError("one breakdown dimension at a time")
+        """Rows of `viewCount` and `errorRate`: one without a breakdown, else one per tuple of
+        the breakdown dimensions' values with someone watching (any of `keys.NOW_DIMENSIONS`,
+        in the order given). One dimension reads its own sets; several read the full tuples
+        active in the window and project them (`project_now`)."""
+        breakdown = tuple(dict.fromkeys(breakdown))
+        unknown = [d for d in breakdown if d not in keys.NOW_DIMENSIONS]
+        if unknown:
+            raise ValueError(f"cannot break concurrent viewers down by {unknown}")
         scope_dim, scope_value = _scope(playback_id, creator_id)
         scope = keys.scope_text(scope_dim, scope_value)
         low, high = f"({now_ms - self._window_ms}", str(now_ms)
+        if len(breakdown) > 1:
+            return await self._combined(scope, breakdown, low, high)
         if not breakdown:
             targets: list[tuple[dict[str, Any], str | None, str | None]] = [({}, None, None)]
         else:
@@ -290,3 +304,57 @@ class RealtimeReader:
                 }
             )
         return rows
+
+    async def totals(self, now_ms: int) -> tuple[int, int]:
+        """(concurrent viewers, of them with an error) over everything: the gauges' numbers,
+        the same sets as `now()` without a breakdown."""
+        scope = keys.scope_text(None, None)
+        low, high = f"({now_ms - self._window_ms}", str(now_ms)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zcount(keys.now_key(scope), low, high)
+            pipe.zcount(keys.now_key(scope, errors=True), low, high)
+            viewers, erroring = await pipe.execute()
+        return int(viewers), int(erroring)
+
+    async def _combined(
+        self, scope: str, breakdown: tuple[str, ...], low: str, high: str
+    ) -> list[dict[str, Any]]:
+        index = keys.now_tuple_index_key(scope)
+        found = await self._redis.zrangebyscore(index, low, high)  # members only: no scores
+        members = [m.decode() if isinstance(m, bytes) else str(m) for m in found]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for member in members:
+                pipe.zcount(keys.now_tuple_key(scope, member), low, high)
+                pipe.zcount(keys.now_tuple_key(scope, member, errors=True), low, high)
+            counts = await pipe.execute()
+        tuples = [
+            (keys.parse_now_tuple(member), int(counts[2 * i]), int(counts[2 * i + 1]))
+            for i, member in enumerate(members)
+        ]
+        return project_now(tuples, breakdown)
+
+
+def project_now(
+    tuples: Iterable[tuple[dict[str, str | None], int, int]], breakdown: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Rows of concurrent viewers per value tuple of `breakdown` from (full dimension values,
+    viewers, erroring viewers) of disjoint session sets: summed, tuples with no viewer left out,
+    sorted by the values (None first)."""
+    totals: dict[tuple[str | None, ...], list[int]] = {}
+    for dims, viewers, erroring in tuples:
+        total = totals.setdefault(tuple(dims[d] for d in breakdown), [0, 0])
+        total[0] += viewers
+        total[1] += erroring
+    rows = []
+    for values in sorted(totals, key=lambda vs: tuple((v is not None, v or "") for v in vs)):
+        viewers, erroring = totals[values]
+        if viewers == 0:
+            continue
+        rows.append(
+            {
+                **dict(zip(breakdown, values, strict=True)),
+                "viewCount": viewers,
+                "errorRate": erroring / viewers,
+            }
+        )
+    return rows

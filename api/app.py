@@ -3,7 +3,8 @@
 Rollups are read only through `aggregator.store` (`RollupReader`, `RealtimeReader`), playbacks
 through `ingest.registry`. Parameters are checked by `api.params`, keys by `api.auth`; their
 errors, and Redis being unreachable, are mapped to HTTP here, once, in `_edge`: 400 naming each
-bad parameter, 401/403 from the key, 404, 503 with Retry-After; never a stack trace.
+bad parameter, 401/403 from the key, 404, 429 with Retry-After from the rate limits
+(`api.ratelimit`), 503 with Retry-After; never a stack trace.
 
 CORS: only the endpoints a CORS key may call (`/data/views/query/creator`, the public total)
 answer preflights and carry `Access-Control-Allow-Origin`: the request's origin when a CORS key
@@ -13,6 +14,8 @@ allowed it, `*` on the public total called without a key. No response sets
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -31,8 +34,10 @@ from aggregator.timebuckets import Step
 from api import params
 from api.auth import ApiKey, AuthError, bearer_secret, lookup_key, normalize_origin
 from api.metrics import ApiMetrics
+from api.ratelimit import RateLimited, RateLimiter, identity
 from api.settings import ApiSettings
 from ingest.app import serve
+from ingest.enrich import client_ip
 from ingest.registry import PlaybackRegistry
 
 log = logging.getLogger(__name__)
@@ -129,6 +134,9 @@ class Api:
         self.rollups = RollupReader(redis)
         self.realtime = RealtimeReader(redis, CONCURRENCY_WINDOW_MS)
         self.registry = PlaybackRegistry(redis, cache_s=settings.registry_cache_s)
+        self.limiter = RateLimiter(
+            redis, per_key=settings.rate_limit_key, per_ip=settings.rate_limit_ip
+        )
         self.totals: TTLCache[str, dict[str, Any]] = TTLCache(
             10_000, settings.total_cache_s, timer=time.monotonic
         )
@@ -140,13 +148,25 @@ class Api:
         finally:
             self.app[METRICS].redis_seconds.labels(op).observe(time.perf_counter() - started)
 
+    async def _count(self, request: web.Request, key: ApiKey | None) -> None:
+        """Counts the request against its private key, else its client IP (429 when over)."""
+        private_id = key.key_id if key is not None and key.kind == "private" else None
+        ip = None
+        if private_id is None:
+            forwarded = ", ".join(request.headers.getall("X-Forwarded-For", [])) or None
+            ip = client_ip(request.remote, forwarded, self.app[SETTINGS].trusted_proxies)
+        await self._redis("ratelimit", self.limiter.hit(identity(private_id, ip)))
+
     async def _authorize(self, request: web.Request, access: Access) -> ApiKey | None:
+        """The request's key (None: public access without one), counted against its limit."""
         secret = bearer_secret(request.headers.get("Authorization"))
         if secret is None:
             if access == "public":
+                await self._count(request, None)
                 return None
             raise AuthError(401, "authorization: an API key is required (Bearer <key>)")
         key = await self._redis("auth", lookup_key(self.app[REDIS], secret))
+        await self._count(request, key)  # an unknown key counts against its IP: no guessing
         if key is None:
             raise AuthError(401, "authorization: unknown or revoked API key")
         if key.kind == "cors":
@@ -312,6 +332,24 @@ class Api:
             headers["Access-Control-Allow-Origin"] = origin
         return web.Response(status=204, headers=headers)
 
+    async def refresh_gauges(self) -> None:
+        """Reads the business gauges from Redis once (RedisError when it cannot)."""
+        metrics = self.app[METRICS]
+        viewers, erroring = await self._redis("gauges", self.realtime.totals(self.clock()))
+        metrics.concurrent_viewers.set(viewers)
+        metrics.concurrent_viewers_erroring.set(erroring)
+        metrics.gauges_refreshed.set(time.time())
+
+    async def keep_gauges(self, interval_s: float) -> None:
+        """Refreshes the gauges every `interval_s` until cancelled, so a scrape never waits on
+        Redis; while Redis is unreachable they keep their last values (see the refresh time)."""
+        while True:
+            try:
+                await self.refresh_gauges()
+            except RedisError as exc:
+                log.warning("gauges not refreshed: %s", exc)
+            await asyncio.sleep(interval_s)
+
     async def healthz(self, request: web.Request) -> web.Response:
         return _json(200, {"status": "ok"})
 
@@ -347,6 +385,12 @@ async def _edge(request: web.Request, handler: Any) -> web.StreamResponse:
         response = _errors(exc.status, exc.reason)
     except NotFound as exc:
         response = _errors(404, exc.reason)
+    except RateLimited as exc:
+        response = _errors(
+            429,
+            f"{exc}; retry in {exc.retry_after_s} s",
+            headers={"Retry-After": str(exc.retry_after_s)},
+        )
     except RedisError:
         log.warning("redis unreachable", exc_info=True)
         retry = str(request.app[SETTINGS].retry_after_s)
@@ -402,7 +446,11 @@ def create_app(
     r.add_get("/metrics", api.metrics_view)
 
     async def lifespan(app: web.Application) -> AsyncIterator[None]:
+        gauges = asyncio.create_task(api.keep_gauges(settings.gauges_interval_s))
         yield
+        gauges.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await gauges
         if owns_redis:
             await app[REDIS].aclose()
 

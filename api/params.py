@@ -311,13 +311,11 @@ def creator_query(pairs: Pairs, now_ms: int) -> ViewsQuery:
 
 
 def now_query(pairs: Pairs) -> NowQuery:
-    """`GET /data/views/now`: no time range; one breakdown dimension at most (for now)."""
+    """`GET /data/views/now`: no time range; any combination of the realtime dimensions."""
     p = _Params(pairs)
     p.forbid(("from", "to", "timeStep"), "/data/views/now")
     playback_id, creator_id = p.identifier("playbackId"), p.identifier("creatorId")
     breakdown = p.breakdown(NOW_BREAKDOWNS)
-    if len(breakdown) > 1:
-        p.problem(BREAKDOWN_PARAM, "/data/views/now breaks down by one dimension at a time")
     p.done()
     return NowQuery(playback_id, creator_id, breakdown)
 

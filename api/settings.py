@@ -8,6 +8,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final
+
+from limits import RateLimitItem
+
+from api.ratelimit import parse_limit
+from ingest.settings import IPNetwork, trusted_networks
+
+DEFAULT_KEY_LIMIT: Final = parse_limit("1200/minute")
+DEFAULT_IP_LIMIT: Final = parse_limit("300/minute")
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +31,14 @@ class ApiSettings:
     total_cache_s: float = 60.0
     # How long playback -> creator lookups are cached (ownership checks of scoped keys).
     registry_cache_s: float = 30.0
+    # Requests per private key, and per client IP (no key, a CORS key or an unknown key);
+    # None: unlimited. Counted in Redis, so shared by every API process.
+    rate_limit_key: RateLimitItem | None = DEFAULT_KEY_LIMIT
+    rate_limit_ip: RateLimitItem | None = DEFAULT_IP_LIMIT
+    # Peers whose X-Forwarded-For names the client (the collector's setting, read the same way).
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    # How often the business gauges (concurrent viewers now) are read from Redis.
+    gauges_interval_s: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiSettings:
@@ -36,4 +53,21 @@ class ApiSettings:
             retry_after_s=int(env.get("PLAYPULSE_API_RETRY_AFTER_S", d.retry_after_s)),
             total_cache_s=float(env.get("PLAYPULSE_API_TOTAL_CACHE_S", d.total_cache_s)),
             registry_cache_s=float(env.get("PLAYPULSE_REGISTRY_CACHE_S", d.registry_cache_s)),
+            rate_limit_key=_limit(env, "PLAYPULSE_API_RATE_LIMIT_KEY", d.rate_limit_key),
+            rate_limit_ip=_limit(env, "PLAYPULSE_API_RATE_LIMIT_IP", d.rate_limit_ip),
+            trusted_proxies=trusted_networks(env.get("PLAYPULSE_TRUSTED_PROXIES", "")),
+            gauges_interval_s=float(
+                env.get("PLAYPULSE_API_GAUGES_INTERVAL_S", d.gauges_interval_s)
+            ),
         )
+
+
+def _limit(
+    env: Mapping[str, str], name: str, default: RateLimitItem | None
+) -> RateLimitItem | None:
+    if name not in env:
+        return default
+    try:
+        return parse_limit(env[name])
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from exc

@@ -13,6 +13,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 rm -rf "$PLAYPULSE_STATE/kafka" "$PLAYPULSE_STATE/redis" "$PLAYPULSE_STATE/prometheus"
 trap '"$DEPLOY_DIR/kafka.sh" stop; "$DEPLOY_DIR/redis.sh" stop; "$DEPLOY_DIR/prometheus.sh" stop' EXIT
 "$DEPLOY_DIR/stack.sh" servers
+# Prometheus scrapes nothing until a test writes its targets files (tests/test_prometheus_integration.py).
+"$DEPLOY_DIR/prometheus.sh" start --no-targets
 
 set +e
 "$PLAYPULSE_VENV/bin/pytest" "$@"

@@ -17,6 +17,12 @@ def _split(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+def trusted_networks(value: str) -> tuple[IPNetwork, ...]:
+    """`PLAYPULSE_TRUSTED_PROXIES`: comma-separated CIDRs (or addresses) whose
+    X-Forwarded-For is believed."""
+    return tuple(ipaddress.ip_network(n, strict=False) for n in _split(value))
+
+
 def _bool(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
@@ -79,10 +85,7 @@ class IngestSettings:
             retry_after_s=int(env.get("PLAYPULSE_INGEST_RETRY_AFTER_S", d.retry_after_s)),
             viewer_hash_salt=env.get("PLAYPULSE_VIEWER_HASH_SALT", d.viewer_hash_salt),
             geoip_db=env.get("PLAYPULSE_GEOIP_DB") or None,
-            trusted_proxies=tuple(
-                ipaddress.ip_network(n, strict=False)
-                for n in _split(env.get("PLAYPULSE_TRUSTED_PROXIES", ""))
-            ),
+            trusted_proxies=trusted_networks(env.get("PLAYPULSE_TRUSTED_PROXIES", "")),
             trust_cdn_geo_headers=_bool(env.get("PLAYPULSE_TRUST_CDN_GEO_HEADERS", "0")),
             strict_playbacks=_bool(env.get("PLAYPULSE_STRICT_PLAYBACKS", "0")),
             registry_cache_s=float(env.get("PLAYPULSE_REGISTRY_CACHE_S", d.registry_cache_s)),

@@ -33,3 +33,8 @@ def test_alerting_rules_fire_as_specified() -> None:
 
 def test_compose_prometheus_config_is_valid() -> None:
     promtool("check", "config", "prometheus.compose.yml")
+
+
+def test_recording_rules_are_valid_and_compute_as_specified() -> None:
+    assert "3 rules found" in promtool("check", "rules", "records.yml")
+    promtool("test", "rules", "records_test.yml")

@@ -95,9 +95,20 @@ async def test_the_fleet_exercises_every_metric(pipeline: Pipeline) -> None:
     assert len(ids) > len(set(ids)), "the fleet re-sent some events: duplicates are exercised"
 
 
-@pytest.mark.parametrize(
-    "breakdown", [(), ("country",), ("browser",), ("device",), ("playbackId",)]
-)
+NOW_BREAKDOWNS = [
+    (),
+    ("country",),
+    ("browser",),
+    ("device",),
+    ("playbackId",),
+    ("country", "device"),
+    ("browser", "playbackId"),
+    ("playbackId", "browser", "country"),
+    ("device", "browser", "country", "playbackId"),
+]
+
+
+@pytest.mark.parametrize("breakdown", NOW_BREAKDOWNS, ids=lambda b: "+".join(b) or "none")
 @pytest.mark.parametrize("filters", FILTERS[:3], ids=lambda f: ",".join(f.values()) or "all")
 async def test_concurrent_viewers_equal_reference(
     pipeline: Pipeline, breakdown: tuple[str, ...], filters: dict[str, Any]
@@ -118,6 +129,8 @@ async def test_concurrent_viewers_equal_reference(
     finally:
         await redis.aclose()
     assert want and sum(r["viewCount"] for r in want) > 0
+    if len(breakdown) > 1:
+        assert len(want) > 1, "several tuples: the projection is exercised"
 
     def key(row: dict[str, Any]) -> tuple[str, ...]:
         return tuple(str(row.get(d)) for d in breakdown)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -303,14 +305,27 @@ async def test_views_now(api: Client) -> None:
     assert (await api.get(NOW_PATH, "private", playbackId="pb-1", creatorId="cr-1"))[1] == [
         {"viewCount": 3, "errorRate": pytest.approx(1 / 3)}
     ]
+    status, rows, _ = await api.get(NOW_PATH, "private", **{"breakdownBy[]": ["country", "device"]})
+    assert rows == [
+        {"country": "DE", "device": "desktop", "viewCount": 2, "errorRate": 0.5},
+        {"country": "FR", "device": "mobile", "viewCount": 1, "errorRate": 0.0},
+    ]
+    status, rows, _ = await api.get(
+        NOW_PATH, "private", creatorId="cr-1", **{"breakdownBy[]": ["browser", "playbackId"]}
+    )
+    assert rows == [
+        {
+            "browser": "Chrome",
+            "playbackId": "pb-1",
+            "viewCount": 3,
+            "errorRate": pytest.approx(1 / 3),
+        }
+    ]
     status, body, _ = await api.get(
         NOW_PATH, "private", timeStep="day", **{"breakdownBy[]": ["device", "country"]}
     )
     assert status == 400
-    assert body["errors"] == [
-        "timeStep: not supported by /data/views/now",
-        "breakdownBy[]: /data/views/now breaks down by one dimension at a time",
-    ]
+    assert body["errors"] == ["timeStep: not supported by /data/views/now"]
 
 
 async def test_creator_query_with_a_cors_key(api: Client) -> None:
@@ -480,3 +495,38 @@ async def test_odd_input_is_a_4xx_never_a_500(api: Client, query: str) -> None:
             assert resp.status < 500, (path, query, await resp.text())
             if resp.status >= 400:
                 assert (await resp.json())["errors"]
+
+
+async def test_business_gauges_are_refreshed_in_the_background(redis: Redis) -> None:
+    await seed(redis)
+    metrics = ApiMetrics.create()
+    settings = ApiSettings(gauges_interval_s=0.05)
+    app = create_app(settings, metrics=metrics, redis=redis, clock=lambda: NOW)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    sample = metrics.registry.get_sample_value
+    try:
+        for _ in range(100):
+            if sample("playpulse_concurrent_viewers") == 3:
+                break
+            await asyncio.sleep(0.05)
+        # The same numbers as /views/now without a filter: s1, s2 (with an error), s4.
+        assert sample("playpulse_concurrent_viewers") == 3
+        assert sample("playpulse_concurrent_viewers_erroring") == 1
+        refreshed = sample("playpulse_api_gauges_refreshed_timestamp_seconds")
+        assert refreshed is not None and abs(refreshed - time.time()) < 5
+        # New sessions show up at the next refresh, without a request.
+        await TouchedWriter(redis).write(
+            {"s5": Touched(C, "viewer-5", NOW - 2_000, True, (H0,))}, NOW
+        )
+        for _ in range(100):
+            if sample("playpulse_concurrent_viewers") == 4:
+                break
+            await asyncio.sleep(0.05)
+        assert sample("playpulse_concurrent_viewers") == 4
+        assert sample("playpulse_concurrent_viewers_erroring") == 2
+        async with ClientSession() as http, http.get(server.make_url("/metrics")) as resp:
+            text = await resp.text()
+        assert "playpulse_concurrent_viewers 4.0" in text
+    finally:
+        await server.close()

@@ -285,6 +285,8 @@ def test_now_query() -> None:
     ) == NowQuery("pb", "cr", ("country",))
     for dim in NOW_BREAKDOWNS:
         assert now_query([("breakdownBy[]", dim)]).breakdown == (dim,)
+    combined = [("breakdownBy[]", d) for d in ("country", "device", "country", "playbackId")]
+    assert now_query(combined).breakdown == ("country", "device", "playbackId")
 
 
 @pytest.mark.parametrize(
@@ -294,10 +296,6 @@ def test_now_query() -> None:
         (
             [("to", "1"), ("timeStep", "hour")],
             ["to: not supported by /data/views/now", "timeStep: not supported by /data/views/now"],
-        ),
-        (
-            [("breakdownBy[]", "device"), ("breakdownBy[]", "country")],
-            ["breakdownBy[]: /data/views/now breaks down by one dimension at a time"],
         ),
         (
             [("breakdownBy[]", "os")],
