@@ -27,6 +27,20 @@ Concurrent viewers. Sorted sets of session ids scored by last beacon time (serve
 `pp:now:{scope}:-` (all of the scope) and `pp:now:{scope}:{dim}={value}` for the `/views/now`
 dimensions, with `pp:nowidx:{scope}:{dim}` the set of values seen; `pp:nowerr:{scope}:...` the
 same for sessions with an error.
+
+Concurrent viewers over time (`aggregator.concurrency`). One hash per (scope, hour):
+
+    pp:c:{hour_ms}:{scope}
+      fields     `{partition}|{minute_ms}` -> json list of the partition's session counts at the
+                 minute's 12 sample instants (minute_ms + i * 5 s); `v|{partition}` -> version
+
+Written like the rollups (absolute per-partition fields, `WRITE_SCRIPT`, the same version), so
+the count at an instant is the sum of the partitions' fields; the reader adds them and takes the
+maxima. A minute-step query reads one hash per hour of its range, an hour-step query one per
+hour too (an hour's peak needs its 720 instants summed over partitions before the max). TTL
+`PLAYPULSE_CONCURRENCY_RETENTION_S` (default 40 days). `pp:cwritten:{partition}` is the set of
+these keys a partition wrote (the `pp:written` of the rollups, kept apart so neither writer's
+replace mode clears the other's keys).
 """
 
 from __future__ import annotations
@@ -132,6 +146,24 @@ def decode_now_value(member: bytes | str) -> str | None:
 
 def encode_now_value(value: str | None) -> str:
     return "\x00" if value is None else quote(value, safe="")
+
+
+def concurrency_key(hour_ms: int, scope: str) -> str:
+    """The hash of one scope's (`scope_text`) concurrent-viewer counts in one hour."""
+    return f"pp:c:{hour_ms}:{scope}"
+
+
+def concurrency_field(partition: int, minute_ms: int) -> str:
+    return f"{partition}|{minute_ms}"
+
+
+def concurrency_written_key(partition: int) -> str:
+    """The set of concurrency keys a partition has written."""
+    return f"pp:cwritten:{partition}"
+
+
+CONCURRENCY_RETENTION_S: Final = 40 * 86_400
+"""Default TTL of the concurrency hashes (an hour-step query covers up to 31 days)."""
 
 
 VERSION_PREFIX: Final = "v|"

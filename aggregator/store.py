@@ -5,16 +5,17 @@ The key layout is `aggregator.keys`; this module only moves values in and out of
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 
 from aggregator import keys
+from aggregator.concurrency import PEAK_STEPS, Minutes, PeakStep, add_minutes, peaks
 from aggregator.metrics import OPTIONAL_FIELDS, ZERO, Components, to_viewership
 from aggregator.rollups import RowWrite
-from aggregator.timebuckets import Step, cover, floor
+from aggregator.timebuckets import Step, cover, floor, steps
 
 ALL_FIELDS = OPTIONAL_FIELDS  # every optional viewership field (viewCount, playtimeMins always)
 
@@ -290,3 +291,90 @@ class RealtimeReader:
                 }
             )
         return rows
+
+
+class ConcurrencyWriter:
+    """Writes one partition's concurrent-viewer counts (`aggregator.concurrency`) as absolute
+    per-partition fields under its version, like `RollupWriter`."""
+
+    def __init__(self, redis: Redis, retention_s: int = keys.CONCURRENCY_RETENTION_S) -> None:
+        self._redis = redis
+        self._retention_s = retention_s
+        self._script = redis.register_script(keys.WRITE_SCRIPT)
+
+    async def write(
+        self,
+        partition: int,
+        version: int,
+        writes: Mapping[tuple[str, int], Minutes],
+        *,
+        replace: bool = False,
+    ) -> int:
+        """`writes`: minutes per (scope, hour start). With `replace`, every key the partition
+        ever wrote is rewritten from `writes` alone (its fields not in `writes` are deleted).
+        Returns how many keys were applied."""
+        vfield = keys.version_field(partition)
+        mode = keys.REPLACE_MODE if replace else keys.WRITE_MODE
+        targets: dict[str, list[Any]] = {}
+        for (scope, hour_ms), minutes in writes.items():
+            args: list[Any] = [vfield, version, self._retention_s, mode]
+            for minute_ms, counts in sorted(minutes.items()):
+                args += [keys.concurrency_field(partition, minute_ms), orjson.dumps(counts)]
+            targets[keys.concurrency_key(hour_ms, scope)] = args
+        written = keys.concurrency_written_key(partition)
+        if replace:
+            for member in await self._redis.smembers(written):
+                key = member.decode() if isinstance(member, bytes) else member
+                targets.setdefault(key, [vfield, version, self._retention_s, mode])
+        if not targets:
+            return 0
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, args in targets.items():
+                await self._script(keys=[key], args=args, client=pipe)
+            pipe.sadd(written, *targets)
+            pipe.expire(written, self._retention_s)
+            results = await pipe.execute()
+        return sum(int(r) for r in results[: len(targets)])
+
+
+class ConcurrencyReader:
+    """The concurrent-viewers series: peaks per minute or hour, from the `pp:c:` hashes."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def peaks(
+        self,
+        *,
+        step: PeakStep,
+        from_ms: int,
+        to_ms: int,
+        playback_id: str | None = None,
+        creator_id: str | None = None,
+        now_ms: int | None = None,
+    ) -> list[dict[str, int]]:
+        """`{"timestamp", "peakConcurrentViewers"}` for every `step` (minute or hour) that
+        intersects [from_ms, to_ms), in order, 0 where nobody watched: the largest number of
+        concurrent sessions at any 5 s sample instant of the step, summed over partitions
+        first. Instants after `now_ms` (not decided yet) are left out. A playbackId filter
+        wins over a creatorId one (the caller checks that they agree)."""
+        if step not in PEAK_STEPS:
+            raise ValueError(f"step must be one of {PEAK_STEPS}, got {step!r}")
+        starts = list(steps(from_ms, to_ms, step))
+        if not starts:
+            return []
+        scope = keys.scope_text(*_scope(playback_id, creator_id))
+        hours = list(steps(starts[0], to_ms, "hour"))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for hour_ms in hours:
+                pipe.hgetall(keys.concurrency_key(hour_ms, scope))
+            hashes = await pipe.execute()
+        total: Minutes = {}
+        for raw in hashes:
+            for name, value in raw.items():
+                text = name.decode() if isinstance(name, bytes) else name
+                if text.startswith(keys.VERSION_PREFIX):
+                    continue
+                minute_ms = int(text.partition("|")[2])
+                add_minutes(total, {minute_ms: orjson.loads(value)})
+        return peaks(total, step, starts, now_ms)
