@@ -17,7 +17,8 @@ How it is kept exactly and additively:
   Everything is a sum over the sessions table's entries, so a rebuild from the table gives the
   same counts, and partitions add up: the count at an instant is the sum over partitions.
 - Counts are grouped per minute (a list of `INSTANTS_PER_MINUTE` ints): the unit written to and
-  read from Redis. `peaks` turns summed minutes into per-minute or per-hour peaks.
+  read from Redis, which also keeps their sum over partitions (`add_minutes`). `peaks`
+  (`minute_peaks`, then `step_peaks`) turns summed minutes into per-minute or per-hour peaks.
 """
 
 from __future__ import annotations
@@ -156,7 +157,8 @@ class PartitionConcurrency:
 
 
 def add_minutes(total: Minutes, minutes: Mapping[int, Sequence[int]]) -> None:
-    """Adds one partition's minutes into `total`, instant by instant."""
+    """Adds one partition's minutes into `total`, instant by instant: what
+    `aggregator.keys.CONCURRENCY_WRITE_SCRIPT` keeps in the `s|` fields."""
     for minute, counts in minutes.items():
         row = total.get(minute)
         if row is None:
@@ -166,23 +168,40 @@ def add_minutes(total: Minutes, minutes: Mapping[int, Sequence[int]]) -> None:
                 row[i] += c
 
 
+def minute_peaks(total: Mapping[int, Sequence[int]], until_ms: int | None = None) -> dict[int, int]:
+    """Per minute, the largest count at one of its instants, counting only instants at or before
+    `until_ms` (later ones are not decided yet)."""
+    out: dict[int, int] = {}
+    for minute, counts in total.items():
+        values = [
+            c
+            for i, c in enumerate(counts)
+            if until_ms is None or minute + i * SAMPLE_MS <= until_ms
+        ]
+        if values:
+            out[minute] = max(values)
+    return out
+
+
+def step_peaks(
+    by_minute: Mapping[int, int], step: PeakStep, starts: Iterable[int]
+) -> list[dict[str, int]]:
+    """`{"timestamp", "peakConcurrentViewers"}` for each step start in `starts`: the largest
+    minute peak of that minute or hour (the max of maxima is the max over its instants), 0 when
+    it has none."""
+    span = MINUTE_MS if step == "minute" else HOUR_MS
+    best: dict[int, int] = {}
+    for minute, peak in by_minute.items():
+        start = minute - minute % span
+        best[start] = max(best.get(start, 0), peak)
+    return [{"timestamp": s, "peakConcurrentViewers": best.get(s, 0)} for s in starts]
+
+
 def peaks(
     total: Mapping[int, Sequence[int]],
     step: PeakStep,
     starts: Iterable[int],
     until_ms: int | None = None,
 ) -> list[dict[str, int]]:
-    """`{"timestamp", "peakConcurrentViewers"}` for each step start in `starts`: the largest
-    count at an instant of that minute or hour (0 when none), counting only instants at or
-    before `until_ms` (later ones are not decided yet)."""
-    span = MINUTE_MS if step == "minute" else HOUR_MS
-    best: dict[int, int] = {}
-    for minute, counts in total.items():
-        values = counts
-        if until_ms is not None and minute + MINUTE_MS - SAMPLE_MS > until_ms:
-            values = [c for i, c in enumerate(counts) if minute + i * SAMPLE_MS <= until_ms]
-        if not values:
-            continue
-        start = minute - minute % span
-        best[start] = max(best.get(start, 0), max(values))
-    return [{"timestamp": s, "peakConcurrentViewers": best.get(s, 0)} for s in starts]
+    """The series of `starts` from summed minutes (`step_peaks` of `minute_peaks`)."""
+    return step_peaks(minute_peaks(total, until_ms), step, starts)

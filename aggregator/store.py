@@ -12,10 +12,10 @@ import orjson
 from redis.asyncio import Redis
 
 from aggregator import keys
-from aggregator.concurrency import PEAK_STEPS, Minutes, PeakStep, add_minutes, peaks
+from aggregator.concurrency import PEAK_STEPS, Minutes, PeakStep, minute_peaks, step_peaks
 from aggregator.metrics import OPTIONAL_FIELDS, ZERO, Components, to_viewership
 from aggregator.rollups import RowWrite
-from aggregator.timebuckets import Step, cover, floor, steps
+from aggregator.timebuckets import HOUR_MS, MINUTE_MS, Step, cover, floor, steps
 
 ALL_FIELDS = OPTIONAL_FIELDS  # every optional viewership field (viewCount, playtimeMins always)
 
@@ -300,7 +300,7 @@ class ConcurrencyWriter:
     def __init__(self, redis: Redis, retention_s: int = keys.CONCURRENCY_RETENTION_S) -> None:
         self._redis = redis
         self._retention_s = retention_s
-        self._script = redis.register_script(keys.WRITE_SCRIPT)
+        self._script = redis.register_script(keys.CONCURRENCY_WRITE_SCRIPT)
 
     async def write(
         self,
@@ -319,7 +319,7 @@ class ConcurrencyWriter:
         for (scope, hour_ms), minutes in writes.items():
             args: list[Any] = [vfield, version, self._retention_s, mode]
             for minute_ms, counts in sorted(minutes.items()):
-                args += [keys.concurrency_field(partition, minute_ms), orjson.dumps(counts)]
+                args += [minute_ms, orjson.dumps(counts)]
             targets[keys.concurrency_key(hour_ms, scope)] = args
         written = keys.concurrency_written_key(partition)
         if replace:
@@ -365,16 +365,15 @@ class ConcurrencyReader:
             return []
         scope = keys.scope_text(*_scope(playback_id, creator_id))
         hours = list(steps(starts[0], to_ms, "hour"))
+        minutes = [list(range(h, h + HOUR_MS, MINUTE_MS)) for h in hours]
         async with self._redis.pipeline(transaction=False) as pipe:
-            for hour_ms in hours:
-                pipe.hgetall(keys.concurrency_key(hour_ms, scope))
-            hashes = await pipe.execute()
+            for hour_ms, in_hour in zip(hours, minutes, strict=True):
+                fields = [keys.concurrency_sum_field(m) for m in in_hour]
+                pipe.hmget(keys.concurrency_key(hour_ms, scope), fields)
+            answers = await pipe.execute()
         total: Minutes = {}
-        for raw in hashes:
-            for name, value in raw.items():
-                text = name.decode() if isinstance(name, bytes) else name
-                if text.startswith(keys.VERSION_PREFIX):
-                    continue
-                minute_ms = int(text.partition("|")[2])
-                add_minutes(total, {minute_ms: orjson.loads(value)})
-        return peaks(total, step, starts, now_ms)
+        for in_hour, values in zip(minutes, answers, strict=True):
+            for minute_ms, raw in zip(in_hour, values, strict=True):
+                if raw is not None:
+                    total[minute_ms] = orjson.loads(raw)
+        return step_peaks(minute_peaks(total, now_ms), step, starts)

@@ -44,6 +44,11 @@ async def test_partitions_add_up_per_instant_before_the_peak(redis: Redis) -> No
     assert await writer.write(1, 1, p1.take()) == 3
     rows = await reader.peaks(step="minute", from_ms=H, to_ms=H + 3 * MIN)
     assert minute_peaks(rows) == {0: 3, 1: 0, 2: 0}
+    assert await writer.write(0, 1, p0.take(everything=True)) == 2  # a replay: same values
+    assert await writer.write(0, 2, p0.take(everything=True)) == 2
+    assert minute_peaks(await reader.peaks(step="minute", from_ms=H, to_ms=H + MIN)) == {0: 3}
+    summed = await redis.hget(keys.concurrency_key(H, "all"), keys.concurrency_sum_field(H))
+    assert summed == b"[2,2,2,2,3,3,2,2,2,2,1,1]"
     pb1 = await reader.peaks(step="minute", from_ms=H, to_ms=H + MIN, playback_id="pb-1")
     assert minute_peaks(pb1) == {0: 1}
     hours = await reader.peaks(step="hour", from_ms=H - 1, to_ms=H + 2 * 3_600_000)
