@@ -12,6 +12,12 @@ CONCURRENCY_WINDOW_MS = 30_000
 """A session is "currently watching" if it sent any beacon in the last 30 s (6x the 5 s
 heartbeat; Livepeer's original `/views/now` rule, metrics.md section 4)."""
 
+CONCURRENCY_SAMPLE_MS = 5_000
+"""The concurrent-viewers series samples the same rule at instants `k * 5 s` (epoch-aligned):
+concurrent(t) = sessions with a beacon (server receive time) in (t - 30 s, t]. A minute's peak
+is the largest of its 12 samples, an hour's the largest of its 720. `CONCURRENCY_WINDOW_MS` must
+be a multiple of it, and a minute too."""
+
 SESSION_TIMEOUT_MS = 60_000
 """A session with no beacon (by server receive time) for this long is closed."""
 

@@ -37,6 +37,22 @@ the tuples with a beacon in the window from the index, counts each tuple's sessi
 onto the dimensions asked for: its cost grows with the distinct tuples active now, not with the
 sessions. A session has one tuple per scope (its dimensions are fixed when it starts), so the
 projected sums count each session once.
+
+Concurrent viewers over time (`aggregator.concurrency`). One hash per (scope, hour):
+
+    pp:c:{hour_ms}:{scope}
+      fields     `{partition}|{minute_ms}` -> json list of the partition's session counts at the
+                 minute's 12 sample instants (minute_ms + i * 5 s); `v|{partition}` -> version;
+                 `s|{minute_ms}` -> the same list summed over the partitions
+
+Written like the rollups (absolute per-partition fields under the partition's version, the same
+version as its rollups), by `CONCURRENCY_WRITE_SCRIPT`, which also keeps the `s|` sums in step
+with the partition fields, atomically: counts at one instant add across partitions, peaks do
+not, so a reader needs the sums, and reading every partition's fields instead cost seconds for
+an hour-step month. A query reads the 60 `s|` fields of one hash per hour of its range. TTL
+`PLAYPULSE_CONCURRENCY_RETENTION_S` (default 40 days). `pp:cwritten:{partition}` is the set of
+these keys a partition wrote (the `pp:written` of the rollups, kept apart so neither writer's
+replace mode clears the other's keys).
 """
 
 from __future__ import annotations
@@ -167,6 +183,83 @@ def now_tuple_key(scope: str, member: str, *, errors: bool = False) -> str:
 def now_tuple_index_key(scope: str) -> str:
     """A scope's tuples, scored by the latest beacon time of any of their sessions."""
     return f"pp:nowtidx:{scope}"
+
+
+def concurrency_key(hour_ms: int, scope: str) -> str:
+    """The hash of one scope's (`scope_text`) concurrent-viewer counts in one hour."""
+    return f"pp:c:{hour_ms}:{scope}"
+
+
+def concurrency_sum_field(minute_ms: int) -> str:
+    return f"{CONCURRENCY_SUM_PREFIX}{minute_ms}"
+
+
+def concurrency_written_key(partition: int) -> str:
+    """The set of concurrency keys a partition has written."""
+    return f"pp:cwritten:{partition}"
+
+
+CONCURRENCY_RETENTION_S: Final = 40 * 86_400
+"""Default TTL of the concurrency hashes (an hour-step query covers up to 31 days)."""
+
+
+CONCURRENCY_SUM_PREFIX: Final = "s|"
+
+CONCURRENCY_WRITE_SCRIPT: Final = """
+-- KEYS[1] a concurrency hash; ARGV: version field ('v|<partition>'), version, ttl seconds, mode
+-- ('w' or 'r', as WRITE_SCRIPT), then minute_ms/value pairs (a json list of counts; empty
+-- deletes). Applies only if no newer version of this partition is stored. Besides the
+-- partition's absolute fields '<partition>|<minute_ms>', it keeps 's|<minute_ms>', the counts
+-- of all partitions added instant by instant, adjusted by each field's change in the same
+-- atomic step, so the sum is always the sum of the stored partition fields.
+local key = KEYS[1]
+local current = redis.call('HGET', key, ARGV[1])
+if current and tonumber(current) > tonumber(ARGV[2]) then return 0 end
+local prefix = string.sub(ARGV[1], 3) .. '|'
+local function adjust(minute, old, new)
+  local sum_field = 's|' .. minute
+  local raw = redis.call('HGET', key, sum_field)
+  local sums = raw and cjson.decode(raw) or {}
+  local o = old and cjson.decode(old) or {}
+  local n = new and cjson.decode(new) or {}
+  local size = math.max(#sums, #o, #n)
+  local any = false
+  for j = 1, size do
+    sums[j] = (sums[j] or 0) - (o[j] or 0) + (n[j] or 0)
+    if sums[j] ~= 0 then any = true end
+  end
+  if any then
+    redis.call('HSET', key, sum_field, cjson.encode(sums))
+  else
+    redis.call('HDEL', key, sum_field)
+  end
+end
+if ARGV[4] == 'r' then
+  if #ARGV < 5 and redis.call('EXISTS', key) == 0 then return 0 end
+  for _, field in ipairs(redis.call('HKEYS', key)) do
+    if string.sub(field, 1, #prefix) == prefix then
+      local old = redis.call('HGET', key, field)
+      redis.call('HDEL', key, field)
+      adjust(string.sub(field, #prefix + 1), old, false)
+    end
+  end
+end
+for i = 5, #ARGV, 2 do
+  local field = prefix .. ARGV[i]
+  local old = redis.call('HGET', key, field)
+  local new = ARGV[i + 1]
+  if new == '' then
+    redis.call('HDEL', key, field)
+    new = false
+  else
+    redis.call('HSET', key, field, new)
+  end
+  adjust(ARGV[i], old, new)
+end
+redis.call('HSET', key, ARGV[1], ARGV[2])
+redis.call('EXPIRE', key, ARGV[3])
+return 1
+"""
 
 
 VERSION_PREFIX: Final = "v|"

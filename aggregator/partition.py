@@ -18,6 +18,15 @@ from typing import Any
 
 import orjson
 
+from aggregator import keys
+from aggregator.concurrency import (
+    PartitionConcurrency,
+    Runs,
+    beacon_run,
+    cover,
+    runs_from_json,
+    runs_to_json,
+)
 from aggregator.definitions import BREAKDOWN_DIMENSIONS, DEFAULT_POLICY, SessionPolicy
 from aggregator.metrics import ZERO, Components
 from aggregator.rollups import PartitionRollups
@@ -31,6 +40,8 @@ class SessionEntry:
     `dims` are fixed by the session's first envelope (so a retraction always lands in the
     series it cancels); `totals` are everything the session ever contributed, per hour bucket,
     across its views: the rollups are the sum of these over a partition's sessions.
+    `coverage` is the merged set of 5 s sample instants at which the session counted as a
+    concurrent viewer (`aggregator.concurrency`): the concurrency counts are the sum of these.
     """
 
     partition: int
@@ -39,6 +50,7 @@ class SessionEntry:
     state: SessionState | None = None
     totals: dict[int, Components] = field(default_factory=dict)
     last_seen_ms: int = 0
+    coverage: Runs = ()
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(
@@ -49,6 +61,7 @@ class SessionEntry:
                 "state": None if self.state is None else self.state.to_dict(),
                 "totals": {str(h): c.to_fields() for h, c in self.totals.items()},
                 "seen": self.last_seen_ms,
+                "cov": runs_to_json(self.coverage),
             }
         )
 
@@ -62,6 +75,7 @@ class SessionEntry:
             state=None if doc["state"] is None else SessionState.from_dict(doc["state"]),
             totals={int(h): Components.from_fields(f) for h, f in doc["totals"].items()},
             last_seen_ms=doc["seen"],
+            coverage=runs_from_json(doc.get("cov", ())),
         )
 
 
@@ -73,6 +87,13 @@ def dims_of(envelope: Mapping[str, Any]) -> dict[str, str | None]:
     dims["creatorId"] = (envelope.get("playback") or {}).get("creatorId")
     dims["viewerId"] = envelope["viewer_hash"]
     return dims
+
+
+def concurrency_scopes(dims: Mapping[str, str | None]) -> list[str]:
+    """The scopes (`keys.scope_text`) a session counts in: all, its playback, its creator."""
+    out = [keys.scope_text(None, None)]
+    out += [keys.scope_text(d, dims[d]) for d in keys.SCOPE_DIMENSIONS if dims.get(d) is not None]
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +112,7 @@ class PartitionAggregate:
     partition: int
     policy: SessionPolicy = DEFAULT_POLICY
     rollups: PartitionRollups = field(default_factory=PartitionRollups)
+    concurrency: PartitionConcurrency = field(default_factory=PartitionConcurrency)
     offset: int = -1
     stream_time_ms: int = 0
     _open: dict[str, int] = field(default_factory=dict)  # session id -> closes at (ms)
@@ -102,6 +124,7 @@ class PartitionAggregate:
             if entry.partition != self.partition:
                 continue
             self.rollups.add(entry.dims, entry.totals)
+            self.concurrency.add(concurrency_scopes(entry.dims), entry.coverage)
             if entry.state is not None and (due := closes_at_ms(entry.state, self.policy)):
                 self._open[session_id] = due
             self.stream_time_ms = max(self.stream_time_ms, entry.last_seen_ms)
@@ -120,6 +143,8 @@ class PartitionAggregate:
         state, contribution = apply_batch(entry.state, server_ts, envelope["events"], self.policy)
         entry.state = state
         entry.last_seen_ms = max(entry.last_seen_ms, server_ts)
+        entry.coverage, added = cover(entry.coverage, beacon_run(server_ts))
+        self.concurrency.add(concurrency_scopes(entry.dims), added)
         self.stream_time_ms = max(self.stream_time_ms, server_ts)
         self._record(entry, contribution.by_bucket("hour"))
         if state is not None and (due := closes_at_ms(state, self.policy)) is not None:

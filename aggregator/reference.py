@@ -40,6 +40,7 @@ definitions' constants (`aggregator.definitions`). The rules, which the streamin
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ from typing import Any, Literal, TypeGuard, get_args
 from aggregator.definitions import (
     CLOCK_SKEW_FUTURE_MS,
     CLOCK_SKEW_PAST_MS,
+    CONCURRENCY_SAMPLE_MS,
     CONCURRENCY_WINDOW_MS,
     FATAL_ERROR_EVENT,
     FIRST_FRAME_EVENTS,
@@ -411,6 +413,51 @@ def concurrent_now(
                 "errorRate": errors / len(members) if members else 0.0,
             }
         )
+    return rows
+
+
+def concurrent_series(
+    log_lines: LogLines,
+    *,
+    step: Literal["minute", "hour"],
+    from_ms: int,
+    to_ms: int,
+    playback_id: str | None = None,
+    creator_id: str | None = None,
+    until_ms: int | None = None,
+) -> list[dict[str, Any]]:
+    """The concurrent-viewers series: one row `{"timestamp", "peakConcurrentViewers"}` per
+    minute (or hour) that intersects [from_ms, to_ms), zeros included. At each instant
+    t = k * CONCURRENCY_SAMPLE_MS, the concurrent viewers are the distinct sessions with an
+    accepted envelope whose server_timestamp is in (t - CONCURRENCY_WINDOW_MS, t] (the rule of
+    `concurrent_now`); a step's peak is the largest of those counts over its instants (only
+    instants at or before `until_ms`, when given), 0 when it has none."""
+    lines = list(log_lines)
+    chosen = {s.session_id for s in _selected(lines, (), playback_id, creator_id, None, None)}
+    beacons: dict[str, list[int]] = {}
+    for accepted in accepted_events(lines):
+        session_id = accepted.envelope["session_id"]
+        if session_id in chosen:
+            beacons.setdefault(session_id, []).append(accepted.server_timestamp_ms)
+    for times in beacons.values():
+        times.sort()
+
+    def watching(times: list[int], t: int) -> bool:
+        """Is there a beacon time s with t - window < s <= t?"""
+        after = bisect.bisect_right(times, t)  # times[after - 1] is the latest s <= t
+        return after > 0 and times[after - 1] > t - CONCURRENCY_WINDOW_MS
+
+    length_ms = 60_000 if step == "minute" else HOUR_MS
+    rows = []
+    start = bucket_start_ms(from_ms, step)
+    while start < to_ms:
+        peak = 0
+        for t in range(start, start + length_ms, CONCURRENCY_SAMPLE_MS):
+            if until_ms is not None and t > until_ms:
+                break
+            peak = max(peak, sum(watching(times, t) for times in beacons.values()))
+        rows.append({"timestamp": start, "peakConcurrentViewers": peak})
+        start += length_ms
     return rows
 
 

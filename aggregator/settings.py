@@ -27,6 +27,8 @@ class AggregatorSettings:
     session_timeout_s: float = 60.0
     # Kafka consumer-group session timeout: how long a dead worker keeps its partitions.
     group_session_timeout_s: float = 60.0
+    # How long the concurrent-viewers series is kept in Redis (and in the worker's memory).
+    concurrency_retention_s: int = 40 * 86_400
     # Where faust keeps its local state (tables are memory://; this is for its data dir).
     data_dir: str = ".state/aggregator"
 
@@ -50,6 +52,9 @@ class AggregatorSettings:
             session_timeout_s=float(env.get("PLAYPULSE_SESSION_TIMEOUT_S", d.session_timeout_s)),
             group_session_timeout_s=float(
                 env.get("PLAYPULSE_AGGREGATOR_GROUP_SESSION_TIMEOUT_S", d.group_session_timeout_s)
+            ),
+            concurrency_retention_s=int(
+                env.get("PLAYPULSE_CONCURRENCY_RETENTION_S", d.concurrency_retention_s)
             ),
             data_dir=env.get("PLAYPULSE_AGGREGATOR_DATA_DIR", f"{state}/aggregator"),
         )

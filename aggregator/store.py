@@ -5,16 +5,17 @@ The key layout is `aggregator.keys`; this module only moves values in and out of
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 
 from aggregator import keys
+from aggregator.concurrency import PEAK_STEPS, Minutes, PeakStep, minute_peaks, step_peaks
 from aggregator.metrics import OPTIONAL_FIELDS, ZERO, Components, to_viewership
 from aggregator.rollups import RowWrite
-from aggregator.timebuckets import Step, cover, floor
+from aggregator.timebuckets import HOUR_MS, MINUTE_MS, Step, cover, floor, steps
 
 ALL_FIELDS = OPTIONAL_FIELDS  # every optional viewership field (viewCount, playtimeMins always)
 
@@ -358,3 +359,89 @@ def project_now(
             }
         )
     return rows
+
+
+class ConcurrencyWriter:
+    """Writes one partition's concurrent-viewer counts (`aggregator.concurrency`) as absolute
+    per-partition fields under its version, like `RollupWriter`."""
+
+    def __init__(self, redis: Redis, retention_s: int = keys.CONCURRENCY_RETENTION_S) -> None:
+        self._redis = redis
+        self._retention_s = retention_s
+        self._script = redis.register_script(keys.CONCURRENCY_WRITE_SCRIPT)
+
+    async def write(
+        self,
+        partition: int,
+        version: int,
+        writes: Mapping[tuple[str, int], Minutes],
+        *,
+        replace: bool = False,
+    ) -> int:
+        """`writes`: minutes per (scope, hour start). With `replace`, every key the partition
+        ever wrote is rewritten from `writes` alone (its fields not in `writes` are deleted).
+        Returns how many keys were applied."""
+        vfield = keys.version_field(partition)
+        mode = keys.REPLACE_MODE if replace else keys.WRITE_MODE
+        targets: dict[str, list[Any]] = {}
+        for (scope, hour_ms), minutes in writes.items():
+            args: list[Any] = [vfield, version, self._retention_s, mode]
+            for minute_ms, counts in sorted(minutes.items()):
+                args += [minute_ms, orjson.dumps(counts)]
+            targets[keys.concurrency_key(hour_ms, scope)] = args
+        written = keys.concurrency_written_key(partition)
+        if replace:
+            for member in await self._redis.smembers(written):
+                key = member.decode() if isinstance(member, bytes) else member
+                targets.setdefault(key, [vfield, version, self._retention_s, mode])
+        if not targets:
+            return 0
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, args in targets.items():
+                await self._script(keys=[key], args=args, client=pipe)
+            pipe.sadd(written, *targets)
+            pipe.expire(written, self._retention_s)
+            results = await pipe.execute()
+        return sum(int(r) for r in results[: len(targets)])
+
+
+class ConcurrencyReader:
+    """The concurrent-viewers series: peaks per minute or hour, from the `pp:c:` hashes."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def peaks(
+        self,
+        *,
+        step: PeakStep,
+        from_ms: int,
+        to_ms: int,
+        playback_id: str | None = None,
+        creator_id: str | None = None,
+        now_ms: int | None = None,
+    ) -> list[dict[str, int]]:
+        """`{"timestamp", "peakConcurrentViewers"}` for every `step` (minute or hour) that
+        intersects [from_ms, to_ms), in order, 0 where nobody watched: the largest number of
+        concurrent sessions at any 5 s sample instant of the step, summed over partitions
+        first. Instants after `now_ms` (not decided yet) are left out. A playbackId filter
+        wins over a creatorId one (the caller checks that they agree)."""
+        if step not in PEAK_STEPS:
+            raise ValueError(f"step must be one of {PEAK_STEPS}, got {step!r}")
+        starts = list(steps(from_ms, to_ms, step))
+        if not starts:
+            return []
+        scope = keys.scope_text(*_scope(playback_id, creator_id))
+        hours = list(steps(starts[0], to_ms, "hour"))
+        minutes = [list(range(h, h + HOUR_MS, MINUTE_MS)) for h in hours]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for hour_ms, in_hour in zip(hours, minutes, strict=True):
+                fields = [keys.concurrency_sum_field(m) for m in in_hour]
+                pipe.hmget(keys.concurrency_key(hour_ms, scope), fields)
+            answers = await pipe.execute()
+        total: Minutes = {}
+        for in_hour, values in zip(minutes, answers, strict=True):
+            for minute_ms, raw in zip(in_hour, values, strict=True):
+                if raw is not None:
+                    total[minute_ms] = orjson.loads(raw)
+        return step_peaks(minute_peaks(total, now_ms), step, starts)

@@ -35,7 +35,7 @@ from redis.exceptions import RedisError
 
 from aggregator.partition import PartitionAggregate, SessionEntry, view_summary
 from aggregator.settings import AggregatorSettings
-from aggregator.store import RollupWriter, TouchedWriter
+from aggregator.store import ConcurrencyWriter, RollupWriter, TouchedWriter
 from ingest.record import decode_record
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ class Aggregator:
         self.redis = Redis.from_url(settings.redis_url, socket_timeout=5.0)
         self.rollup_writer = RollupWriter(self.redis)
         self.touched_writer = TouchedWriter(self.redis)
+        self.concurrency_writer = ConcurrencyWriter(self.redis, settings.concurrency_retention_s)
         self.parts: dict[int, PartitionAggregate] = {}
         self.epochs: dict[int, int] = {}
         self.rebuilt: set[int] = set()  # partitions whose next flush replaces what they wrote
@@ -140,15 +141,19 @@ class Aggregator:
             writes = part.rollups.take_dirty()
             touched = part.take_touched()
             version = (self.epochs[partition] << VERSION_EPOCH_SHIFT) | (part.offset + 1)
+            replace = partition in self.rebuilt
+            part.concurrency.prune(now_ms - self.settings.concurrency_retention_s * 1000)
+            counts = part.concurrency.take(everything=replace)
             try:
-                replace = partition in self.rebuilt
                 await self.rollup_writer.write(partition, version, writes, replace=replace)
+                await self.concurrency_writer.write(partition, version, counts, replace=replace)
                 self.rebuilt.discard(partition)
                 await self.touched_writer.write(touched, now_ms)
             except RedisError:
                 self.flush_errors.inc()
                 part.rollups.restore_unwritten(writes)
                 part.restore_touched(touched)
+                part.concurrency.restore(counts)
                 log.warning("flush of partition %d failed; will retry", partition, exc_info=True)
         newest = [p.stream_time_ms for p in self.parts.values() if p.stream_time_ms]
         if newest:  # the partition furthest behind

@@ -29,8 +29,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from aggregator.definitions import CONCURRENCY_WINDOW_MS
-from aggregator.store import ALL_FIELDS, RealtimeReader, RollupReader
-from aggregator.timebuckets import Step
+from aggregator.store import ALL_FIELDS, ConcurrencyReader, RealtimeReader, RollupReader
+from aggregator.timebuckets import Step, steps
 from api import params
 from api.auth import ApiKey, AuthError, bearer_secret, lookup_key, normalize_origin
 from api.metrics import ApiMetrics
@@ -133,6 +133,7 @@ class Api:
         settings = app[SETTINGS]
         self.rollups = RollupReader(redis)
         self.realtime = RealtimeReader(redis, CONCURRENCY_WINDOW_MS)
+        self.concurrency = ConcurrencyReader(redis)
         self.registry = PlaybackRegistry(redis, cache_s=settings.registry_cache_s)
         self.limiter = RateLimiter(
             redis, per_key=settings.rate_limit_key, per_ip=settings.rate_limit_ip
@@ -280,6 +281,38 @@ class Api:
                 breakdown=q.breakdown,
                 playback_id=q.playback_id,
                 creator_id=creator_id,
+            ),
+        )
+        return _json(200, rows)
+
+    async def views_concurrent(self, request: web.Request) -> web.Response:
+        """Peak concurrent viewers per minute or hour (ours, beyond Livepeer): a bare array of
+        `{"timestamp", "peakConcurrentViewers"}`, one per step of the range, zeros included."""
+        key = await self._authorize(request, "private")
+        now_ms = self.clock()
+        q = params.concurrent_query(request.query.items(), now_ms)
+        creator_id = self._creator(key, q.creator_id)
+        if q.playback_id is not None:
+            await self._check_owner(key, q.playback_id, "playbackId")
+            if creator_id is not None:
+                # As /views/now: the playback's series when it is that creator's, else nobody.
+                playback = await self._redis("registry", self.registry.lookup(q.playback_id))
+                if playback is None or playback.creator_id != creator_id:
+                    nobody = [
+                        {"timestamp": start, "peakConcurrentViewers": 0}
+                        for start in steps(q.from_ms, q.to_ms, q.time_step)
+                    ]
+                    return _json(200, nobody)
+                creator_id = None
+        rows = await self._redis(
+            "concurrent",
+            self.concurrency.peaks(
+                step=q.time_step,
+                from_ms=q.from_ms,
+                to_ms=q.to_ms,
+                playback_id=q.playback_id,
+                creator_id=creator_id,
+                now_ms=now_ms,
             ),
         )
         return _json(200, rows)
@@ -436,6 +469,7 @@ def create_app(
     r = app.router
     r.add_get("/api/data/views/query", api.views_query)
     r.add_get("/api/data/views/now", api.views_now)
+    r.add_get("/api/data/views/concurrent", api.views_concurrent)
     r.add_get("/api/data/views/query/creator", api.creator_query)
     r.add_route("OPTIONS", "/api/data/views/query/creator", api.preflight)
     r.add_get("/api/data/views/query/total/{playbackId}", api.views_total)

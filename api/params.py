@@ -19,6 +19,10 @@ older exists). A result of more than `MAX_ROWS` rows is refused (Livepeer caps a
 
 A `/data/views/query` without `timeStep` is one total over the range per breakdown tuple,
 with no `timestamp` (the reader totals any range, ratios included).
+
+`/data/views/concurrent` (ours): timeStep minute (default) or hour, the last 60 minutes by
+default, at most 24 hours with minute (1 440 rows) and 31 days with hour (744 rows; it reads
+one Redis hash per hour of the range either way).
 """
 
 from __future__ import annotations
@@ -65,6 +69,11 @@ DEFAULT_RANGE_MS: Final[dict[TimeStep | None, int]] = {
     None: 30 * DAY_MS,
 }
 MAX_ROWS: Final = 10_000
+
+ConcurrentStep = Literal["minute", "hour"]
+CONCURRENT_TIME_STEPS: Final[tuple[ConcurrentStep, ...]] = ("minute", "hour")
+CONCURRENT_DEFAULT_RANGE_MS: Final = HOUR_MS
+CONCURRENT_MAX_RANGE_MS: Final[dict[ConcurrentStep, int]] = {"minute": DAY_MS, "hour": 31 * DAY_MS}
 MAX_ID_CHARS: Final = 256
 MAX_TIMESTAMP_MS: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the calendar's end
 
@@ -137,6 +146,17 @@ class NowQuery:
     playback_id: str | None = None
     creator_id: str | None = None
     breakdown: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ConcurrentQuery:
+    """`/data/views/concurrent`."""
+
+    from_ms: int
+    to_ms: int
+    time_step: ConcurrentStep = "minute"
+    playback_id: str | None = None
+    creator_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,9 +246,17 @@ class _Params:
             if name in self.values:
                 self.problem(name, f"not supported by {endpoint}")
 
-    def range(self, step_ok: bool, step: TimeStep | None, now_ms: int) -> tuple[int, int]:
+    def range(
+        self,
+        step_ok: bool,
+        step: TimeStep | None,
+        now_ms: int,
+        *,
+        bounds: tuple[int, int, str] | None = None,
+    ) -> tuple[int, int]:
         """The [from, to) range, with defaults, checked against the step's cost bound (when the
-        step itself was valid)."""
+        step itself was valid). `bounds`: (default range, largest range, the step's name)
+        instead of `step`'s."""
         before = len(self.problems)
         from_ms, to_ms = self.timestamp("from"), self.timestamp("to")
         if len(self.problems) > before or not step_ok:
@@ -237,19 +265,21 @@ class _Params:
         if to_ms is None:
             to_ms = now_ms
         if from_ms is None:
-            from_ms = max(0, to_ms - DEFAULT_RANGE_MS[step])
+            default = DEFAULT_RANGE_MS[step] if bounds is None else bounds[0]
+            from_ms = max(0, to_ms - default)
         if from_ms >= to_ms:
             if to_given:
                 self.problem("to", "must be after from")
             else:
                 self.problem("from", "must be before to (now, when to is absent)")
             return from_ms, to_ms
-        limit = MAX_RANGE_MS[step]
+        limit = MAX_RANGE_MS[step] if bounds is None else bounds[1]
+        named = step if bounds is None else bounds[2]
         if to_ms - from_ms > limit:
             self.problem(
                 "from" if from_given else "to",
                 f"the range spans {_days(to_ms - from_ms)}, more than the {_days(limit)} "
-                f"allowed {f'with timeStep={step}' if step else 'without timeStep'}",
+                f"allowed {f'with timeStep={named}' if named else 'without timeStep'}",
             )
         return from_ms, to_ms
 
@@ -318,6 +348,25 @@ def now_query(pairs: Pairs) -> NowQuery:
     breakdown = p.breakdown(NOW_BREAKDOWNS)
     p.done()
     return NowQuery(playback_id, creator_id, breakdown)
+
+
+def concurrent_query(pairs: Pairs, now_ms: int) -> ConcurrentQuery:
+    """`GET /data/views/concurrent`: peak concurrent viewers per minute or hour, optionally of
+    one playback or creator; no breakdown."""
+    p = _Params(pairs)
+    p.forbid(("assetId", "streamId", "breakdownBy", BREAKDOWN_PARAM), "/data/views/concurrent")
+    playback_id, creator_id = p.identifier("playbackId"), p.identifier("creatorId")
+    step: ConcurrentStep = "minute"
+    before = len(p.problems)
+    value = p.one("timeStep")
+    if value == "hour":
+        step = "hour"
+    elif value not in (None, "minute"):
+        p.problem("timeStep", f"{value!r} is not one of {_quoted(CONCURRENT_TIME_STEPS)}")
+    bounds = (CONCURRENT_DEFAULT_RANGE_MS, CONCURRENT_MAX_RANGE_MS[step], step)
+    from_ms, to_ms = p.range(len(p.problems) == before, None, now_ms, bounds=bounds)
+    p.done()
+    return ConcurrentQuery(from_ms, to_ms, step, playback_id, creator_id)
 
 
 def usage_query(pairs: Pairs, now_ms: int) -> UsageQuery:

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import pytest
@@ -23,8 +23,8 @@ from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
 from aggregator import reference
-from aggregator.store import RollupReader
-from aggregator.timebuckets import Step, floor
+from aggregator.store import ConcurrencyReader, RollupReader
+from aggregator.timebuckets import HOUR_MS, Step, ceil, floor
 from ingest.app import create_app
 from ingest.enrich import parse_user_agent, viewer_hash
 from ingest.fleet import CATALOGUE, FleetSpec
@@ -45,6 +45,7 @@ EXACT = (
 )
 SKETCHED = ("ttffP50Ms", "ttffP95Ms")  # DDSketch, 1 % relative accuracy
 DAY_MS = 86_400_000
+Rows = list[dict[str, Any]]
 
 
 def free_port() -> int:
@@ -207,6 +208,45 @@ class Pipeline:
             )
         finally:
             await redis.aclose()
+
+    def served_window(self) -> tuple[int, int]:
+        """Whole hours around the collector's server timestamps (what concurrency is about)."""
+        served = [
+            orjson.loads(line)["response"]["server_timestamp"]
+            for line in self.log
+            if orjson.loads(line)["status"] == 200
+        ]
+        return floor(min(served), "hour"), ceil(max(served) + 60_000, "hour") + HOUR_MS
+
+    def expected_concurrency(self, step: Literal["minute", "hour"], **filters: Any) -> Rows:
+        lo, hi = self.served_window()
+        return reference.concurrent_series(self.log, step=step, from_ms=lo, to_ms=hi, **filters)
+
+    async def read_concurrency(self, step: Literal["minute", "hour"], **filters: Any) -> Rows:
+        lo, hi = self.served_window()
+        redis = Redis.from_url(self.settings.redis_url)
+        try:
+            return await ConcurrencyReader(redis).peaks(step=step, from_ms=lo, to_ms=hi, **filters)
+        finally:
+            await redis.aclose()
+
+    async def assert_concurrency_exact(self, timeout_s: float = 30) -> None:
+        """The series equals the reference's, per minute and per hour, for each scope (waiting
+        for the last flush), and is not vacuous."""
+        cases = [
+            (step, filters)
+            for step in ("minute", "hour")
+            for filters in ({}, {"playback_id": "pb-live-001"}, {"creator_id": "creator-a"})
+        ]
+        for step, filters in cases:
+            want = self.expected_concurrency(step, **filters)  # type: ignore[arg-type]
+            assert max(r["peakConcurrentViewers"] for r in want) > 0, (step, filters)
+            deadline = time.monotonic() + timeout_s
+            got = await self.read_concurrency(step, **filters)  # type: ignore[arg-type]
+            while got != want and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+                got = await self.read_concurrency(step, **filters)  # type: ignore[arg-type]
+            assert got == want, f"concurrency {step} {filters}\n{self.worker_logs()}"
 
     async def settle(self, timeout_s: float = 120) -> None:
         """Waits until the workers closed every session and Redis shows the reference's totals."""

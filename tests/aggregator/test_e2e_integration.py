@@ -138,6 +138,12 @@ async def test_concurrent_viewers_equal_reference(
     assert sorted(got, key=key) == sorted(want, key=key)
 
 
+async def test_concurrent_viewers_series_equals_reference(pipeline: Pipeline) -> None:
+    """Peaks per minute and per hour, for all, a playback and a creator, through the real
+    pipeline: exactly the reference's."""
+    await pipeline.assert_concurrency_exact()
+
+
 async def test_every_closed_view_is_published_to_views(pipeline: Pipeline) -> None:
     consumer = AIOKafkaConsumer(
         pipeline.views_topic,

@@ -36,6 +36,7 @@ async def assert_exact(p: Pipeline) -> None:
         want = p.expected(step, breakdown)  # type: ignore[arg-type]
         assert want
         assert_rows_equal(await p.read(step, breakdown), want, f"{step} {breakdown}")  # type: ignore[arg-type]
+    await p.assert_concurrency_exact()
 
 
 async def test_worker_killed_mid_stream_and_restarted(tmp_path: Path) -> None:
