@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 REDIS_BUCKETS_S = (0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5)
@@ -15,7 +15,8 @@ class ApiMetrics:
     registry: CollectorRegistry
     requests: Counter  # labels: route (the route's pattern, or "unmatched"), status
     request_seconds: Histogram  # labels: route
-    redis_seconds: Histogram  # labels: op (viewership, now, registry, auth, ping)
+    redis_seconds: Histogram  # labels: op (viewership, now, registry, auth, ping, live)
+    live_streams: Gauge  # live-page streams open now
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> ApiMetrics:
@@ -40,6 +41,11 @@ class ApiMetrics:
                 "Time of the API's Redis reads, by operation",
                 ["op"],
                 buckets=REDIS_BUCKETS_S,
+                registry=registry,
+            ),
+            live_streams=Gauge(
+                "playpulse_api_live_streams",
+                "Live-page event streams open now",
                 registry=registry,
             ),
         )

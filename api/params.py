@@ -140,6 +140,15 @@ class NowQuery:
 
 
 @dataclass(frozen=True, slots=True)
+class LiveQuery:
+    """`/live/stream`: the live token and the page's filter."""
+
+    token: str | None
+    playback_id: str | None = None
+    creator_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class UsageQuery:
     """`/data/usage/query`."""
 
@@ -320,6 +329,17 @@ def now_query(pairs: Pairs) -> NowQuery:
         p.problem(BREAKDOWN_PARAM, "/data/views/now breaks down by one dimension at a time")
     p.done()
     return NowQuery(playback_id, creator_id, breakdown)
+
+
+def live_query(pairs: Pairs) -> LiveQuery:
+    """`GET /live/stream`: a live token and at most one of playbackId and creatorId."""
+    p = _Params(pairs)
+    token = p.one("token")
+    playback_id, creator_id = p.identifier("playbackId"), p.identifier("creatorId")
+    if playback_id is not None and creator_id is not None:
+        p.problem("creatorId", "filter by playbackId or by creatorId, not both")
+    p.done()
+    return LiveQuery(token, playback_id, creator_id)
 
 
 def usage_query(pairs: Pairs, now_ms: int) -> UsageQuery:
