@@ -350,10 +350,13 @@ class Api:
             )
 
     async def live_token(self, request: web.Request) -> web.Response:
-        """`POST /api/live/token` with the key as a bearer header: a token for the stream's URL."""
+        """`POST /api/live/token[?playbackId=...|?creatorId=...]` with the key as a bearer
+        header: a token for the stream's URL. The filter is checked here too, so that a page
+        learns of a refused filter (EventSource does not show a stream's status)."""
         key = await self._authorize(request, "cors")
         assert key is not None  # "cors" access requires a key
         self._live_allowed(key)
+        await self._live_scope(key, params.live_query(request.query.items()))
         ttl_s = self.app[SETTINGS].live_token_ttl_s
         token = await self._redis("auth", issue_live_token(self.app[REDIS], key, ttl_s))
         body = {"token": token, "expiresInS": ttl_s, "kind": key.kind, "creatorId": key.creator_id}

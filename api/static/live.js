@@ -96,7 +96,7 @@
     }
     let resp;
     try {
-      resp = await fetch("/api/live/token", {
+      resp = await fetch(`/api/live/token?${new URLSearchParams(scope)}`, {
         method: "POST",
         headers: { Authorization: `Bearer ${secret}` },
         cache: "no-store",
