@@ -14,11 +14,14 @@
 
   // The key comes in the URL fragment (never sent to a server) or the form; it is kept for
   // this tab only and taken out of the address bar at once.
-  const hash = new URLSearchParams(location.hash.slice(1));
-  if (hash.get("key")) {
+  function takeKeyFromUrl() {
+    const hash = new URLSearchParams(location.hash.slice(1));
+    if (!hash.get("key")) return false;
     sessionStorage.setItem(KEY_STORE, hash.get("key"));
     history.replaceState(null, "", location.pathname + location.search);
+    return true;
   }
+  takeKeyFromUrl();
 
   let source = null;
   let lastEventAt = 0;
@@ -316,6 +319,11 @@
   $("#scope").textContent = scope.playbackId
     ? `playback ${scope.playbackId}`
     : scope.creatorId ? `creator ${scope.creatorId}` : "all playbacks";
+  window.addEventListener("hashchange", () => {
+    if (!takeKeyFromUrl()) return;
+    setStatus("connecting", "connecting…");
+    connect();
+  });
   setInterval(checkStale, 500);
   connect();
 })();
