@@ -4,7 +4,7 @@
 
 (() => {
   const KEY_STORE = "playpulse.liveKey";
-  const CHART_EVERY_MS = 15000;
+  const CHART_EVERY_MS = 10000;
   const $ = (sel) => document.querySelector(sel);
   const filters = new URLSearchParams(location.search);
   const scope = {};
@@ -238,7 +238,7 @@
     const ys = u.data[1];
     let at = -1;
     for (let i = 0; i < ys.length; i++) if (ys[i] != null && (at < 0 || ys[i] > ys[at])) at = i;
-    if (at < 0) return;
+    if (at < 0 || ys[at] <= 0) return;
     const x = u.valToPos(u.data[0][at], "x", true);
     const y = u.valToPos(ys[at], "y", true);
     const ctx = u.ctx;
@@ -270,6 +270,7 @@
           ],
           scales: { y: { range: (u, lo, hi) => [0, Math.max(5, Math.ceil(hi * 1.15))] } },
           hooks: { draw: [peakMarker] },
+          tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
         },
         [xs, ys],
         el,
@@ -280,7 +281,7 @@
     }
     let peak = null;
     for (const r of rows) if (!peak || r.peakConcurrentViewers > peak.peakConcurrentViewers) peak = r;
-    $("#peak").textContent = peak ? `· peak ${fmt.int(peak.peakConcurrentViewers)} at ${fmt.hm(peak.timestamp)} UTC` : "";
+    $("#peak").textContent = peak && peak.peakConcurrentViewers > 0 ? `· peak ${fmt.int(peak.peakConcurrentViewers)} at ${fmt.hm(peak.timestamp)} UTC` : "";
   }
 
   async function loadChart() {
