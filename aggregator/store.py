@@ -306,6 +306,16 @@ class RealtimeReader:
             )
         return rows
 
+    async def last_seen(
+        self, *, playback_id: str | None = None, creator_id: str | None = None
+    ) -> int | None:
+        """The newest beacon time (server ms) of the scope's sessions kept for now, or None."""
+        scope_dim, scope_value = _scope(playback_id, creator_id)
+        newest = await self._redis.zrange(
+            keys.now_key(keys.scope_text(scope_dim, scope_value)), -1, -1, withscores=True
+        )
+        return int(newest[0][1]) if newest else None
+
     async def totals(self, now_ms: int) -> tuple[int, int]:
         """(concurrent viewers, of them with an error) over everything: the gauges' numbers,
         the same sets as `now()` without a breakdown."""

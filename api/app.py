@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import orjson
@@ -31,8 +32,17 @@ from redis.exceptions import RedisError
 from aggregator.definitions import CONCURRENCY_WINDOW_MS
 from aggregator.store import ALL_FIELDS, ConcurrencyReader, RealtimeReader, RollupReader
 from aggregator.timebuckets import Step, steps
-from api import params
-from api.auth import ApiKey, AuthError, bearer_secret, lookup_key, normalize_origin
+from api import live, params
+from api.auth import (
+    ApiKey,
+    AuthError,
+    bearer_secret,
+    issue_live_token,
+    key_by_id,
+    lookup_key,
+    normalize_origin,
+    redeem_live_token,
+)
 from api.metrics import ApiMetrics
 from api.ratelimit import RateLimited, RateLimiter, identity
 from api.settings import ApiSettings
@@ -45,14 +55,29 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Clock = Callable[[], int]
 Access = Literal["private", "cors", "public"]
+Snapshot = dict[str, Any]
 
 SETTINGS = web.AppKey("settings", ApiSettings)
 METRICS = web.AppKey("metrics", ApiMetrics)
 REDIS = web.AppKey("redis", Redis)
 CORS_ORIGIN = web.RequestKey("cors_origin", str)
+LIVE_STOP = web.AppKey("live_stop", asyncio.Event)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+# The live page loads only its own files; the key in its URL fragment never reaches a server,
+# and no Referer carries the page's URL anywhere.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
+LIVE_KEY_RECHECK_S = 15.0  # an open stream ends this long at most after its key is revoked
+LIVE_RETRY_MS = 2_000  # EventSource's reconnection delay
 
 PREFLIGHT_HEADERS = {
-    "Access-Control-Allow-Methods": "GET, OPTIONS",
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
     "Access-Control-Allow-Headers": "Authorization, Content-Type",
     "Access-Control-Max-Age": "600",
     "Vary": "Origin",
@@ -140,6 +165,10 @@ class Api:
         )
         self.totals: TTLCache[str, dict[str, Any]] = TTLCache(
             10_000, settings.total_cache_s, timer=time.monotonic
+        )
+        # One Redis read per scope and interval, shared by every stream watching that scope.
+        self.live_reads: TTLCache[tuple[str | None, str | None], asyncio.Future[Snapshot]] = (
+            TTLCache(10_000, settings.live_interval_s / 2, timer=time.monotonic)
         )
 
     async def _redis(self, op: str, call: Awaitable[T]) -> T:
@@ -358,6 +387,156 @@ class Api:
             return _json(200, usage_row(total, by_time=False, by_creator=False))
         return _json(200, [usage_row(r, by_time=by_time, by_creator=by_creator) for r in summed])
 
+    # -- the live page -----------------------------------------------------------------------
+
+    async def live_page(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC_DIR / "live.html", headers=PAGE_HEADERS)
+
+    @staticmethod
+    def _live_allowed(key: ApiKey) -> None:
+        # A CORS key lives in web pages: it may watch live only when scoped to one creator.
+        if key.kind == "cors" and key.creator_id is None:
+            raise AuthError(
+                403, "authorization: a CORS key must be scoped to a creator to watch live"
+            )
+
+    async def live_token(self, request: web.Request) -> web.Response:
+        """`POST /api/live/token[?playbackId=...|?creatorId=...]` with the key as a bearer
+        header: a token for the stream's URL. The filter is checked here too, so that a page
+        learns of a refused filter (EventSource does not show a stream's status)."""
+        key = await self._authorize(request, "cors")
+        assert key is not None  # "cors" access requires a key
+        self._live_allowed(key)
+        await self._live_scope(key, params.live_query(request.query.items()))
+        ttl_s = self.app[SETTINGS].live_token_ttl_s
+        token = await self._redis("auth", issue_live_token(self.app[REDIS], key, ttl_s))
+        body = {"token": token, "expiresInS": ttl_s, "kind": key.kind, "creatorId": key.creator_id}
+        return _json(200, body, {"Cache-Control": "no-store"})
+
+    async def _live_scope(self, key: ApiKey, q: params.LiveQuery) -> tuple[str | None, str | None]:
+        """(playbackId, creatorId) the stream reads: a scoped key's own creator, or one of its
+        playbacks (403 for anything else)."""
+        creator_id = self._creator(key, q.creator_id)
+        if q.playback_id is not None:
+            await self._check_owner(key, q.playback_id, "playbackId")
+            return q.playback_id, None
+        return None, creator_id
+
+    async def _read_live(self, playback_id: str | None, creator_id: str | None) -> Snapshot:
+        now_ms = self.clock()
+        scope = {"playbackId": playback_id, "creatorId": creator_id}
+        reads = [
+            self.realtime.now(
+                now_ms, breakdown=dims, playback_id=playback_id, creator_id=creator_id
+            )
+            for dims in [(), *((dim,) for _, dim in live.BREAKDOWNS)]
+        ]
+        realtime, qoe_rows, last_beacon = await self._redis(
+            "live",
+            asyncio.gather(
+                asyncio.gather(*reads),
+                self.rollups.viewership(
+                    step=None,
+                    from_ms=now_ms - live.QOE_RANGE_MS,
+                    to_ms=now_ms,
+                    fields=live.QOE_FIELDS,
+                    playback_id=playback_id,
+                    creator_id=creator_id,
+                ),
+                self.realtime.last_seen(playback_id=playback_id, creator_id=creator_id),
+            ),
+        )
+        total, *broken = realtime
+        settings = self.app[SETTINGS]
+        return live.snapshot(
+            now_ms=now_ms,
+            total=total,
+            breakdowns={dim: rows for (_, dim), rows in zip(live.BREAKDOWNS, broken, strict=True)},
+            qoe_rows=qoe_rows,
+            last_beacon_ms=last_beacon,
+            thresholds=settings.live_thresholds,
+            scope=scope,
+            interval_ms=round(settings.live_interval_s * 1000),
+        )
+
+    async def _live_snapshot(self, playback_id: str | None, creator_id: str | None) -> Snapshot:
+        scope = (playback_id, creator_id)
+        read = self.live_reads.get(scope)
+        if read is None:
+            read = asyncio.ensure_future(self._read_live(playback_id, creator_id))
+            self.live_reads[scope] = read
+        return await asyncio.shield(read)
+
+    async def live_stream(self, request: web.Request) -> web.StreamResponse:
+        """`GET /api/live/stream?token=...[&playbackId=...|&creatorId=...]`: Server-Sent Events,
+        a whole `snapshot` every interval, `unavailable` while Redis cannot be read, `revoked`
+        (then the end) when the key is revoked. The stream ends when the API shuts down; the
+        browser's EventSource reconnects by itself."""
+        q = params.live_query(request.query.items())
+        if q.token is None:
+            raise AuthError(401, "token: required (POST /api/live/token with your API key)")
+        redis = self.app[REDIS]
+        key = await self._redis("auth", redeem_live_token(redis, q.token))
+        if key is None:
+            raise AuthError(401, "token: unknown or expired live token, or its key was revoked")
+        self._live_allowed(key)
+        playback_id, creator_id = await self._live_scope(key, q)
+        headers = {
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",  # proxies must not hold events back
+        }
+        origin = request.headers.get("Origin")
+        if key.kind == "cors" and origin is not None:
+            try:
+                allowed = normalize_origin(origin) in key.origins
+            except ValueError:
+                allowed = False
+            if not allowed:
+                raise AuthError(403, f"origin: {origin!r} is not allowed for this API key")
+            headers.update({"Access-Control-Allow-Origin": origin, "Vary": "Origin"})
+        response = web.StreamResponse(headers=headers)
+        await response.prepare(request)
+        metrics, stop = self.app[METRICS], self.app[LIVE_STOP]
+        interval_s = self.app[SETTINGS].live_interval_s
+        loop = asyncio.get_running_loop()
+        metrics.live_streams.inc()
+        retry: int | None = LIVE_RETRY_MS
+        checked = started = loop.time()
+        try:
+            while not stop.is_set():
+                try:
+                    chunk = live.sse(
+                        "snapshot",
+                        await self._live_snapshot(playback_id, creator_id),
+                        retry_ms=retry,
+                    )
+                except RedisError:
+                    problem = {"serverTime": self.clock(), "errors": ["redis: not reachable"]}
+                    chunk = live.sse("unavailable", problem, retry_ms=retry)
+                retry = None
+                await response.write(chunk)
+                if loop.time() - checked >= LIVE_KEY_RECHECK_S:
+                    checked = loop.time()
+                    try:
+                        revoked = await key_by_id(redis, key.key_id) is None
+                    except RedisError:
+                        revoked = False  # cannot tell now; the next check will
+                    if revoked:
+                        await response.write(live.sse("revoked", {"serverTime": self.clock()}))
+                        break
+                started += interval_s
+                delay = max(0.0, started - loop.time())
+                if delay == 0.0:
+                    started = loop.time()  # fell behind: do not burst to catch up
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+        except ConnectionResetError:
+            pass  # the browser went away
+        finally:
+            metrics.live_streams.dec()
+        return response
+
     async def preflight(self, request: web.Request) -> web.Response:
         headers = dict(PREFLIGHT_HEADERS)
         origin = request.headers.get("Origin")
@@ -459,6 +638,7 @@ def create_app(
     app = web.Application(middlewares=[_edge])
     app[SETTINGS] = settings
     app[METRICS] = metrics or ApiMetrics.create()
+    app[LIVE_STOP] = asyncio.Event()
     owns_redis = redis is None
     app[REDIS] = redis or Redis.from_url(
         settings.redis_url,
@@ -475,6 +655,11 @@ def create_app(
     r.add_get("/api/data/views/query/total/{playbackId}", api.views_total)
     r.add_route("OPTIONS", "/api/data/views/query/total/{playbackId}", api.preflight)
     r.add_get("/api/data/usage/query", api.usage_query)
+    r.add_get("/live", api.live_page)
+    r.add_static("/live/static/", STATIC_DIR, append_version=False)
+    r.add_post("/api/live/token", api.live_token)
+    r.add_route("OPTIONS", "/api/live/token", api.preflight)
+    r.add_get("/api/live/stream", api.live_stream)
     r.add_get("/healthz", api.healthz)
     r.add_get("/readyz", api.readyz)
     r.add_get("/metrics", api.metrics_view)
@@ -488,6 +673,10 @@ def create_app(
         if owns_redis:
             await app[REDIS].aclose()
 
+    async def end_streams(app: web.Application) -> None:
+        app[LIVE_STOP].set()  # open live streams return; their browsers reconnect elsewhere
+
+    app.on_shutdown.append(end_streams)
     app.cleanup_ctx.append(lifespan)
     return app
 

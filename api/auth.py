@@ -16,6 +16,13 @@ Redis layout (keys never expire: a key lives until it is revoked):
                              created_ms
     pp:apikeyid:{key_id}     string: the sha256 hex of that key's secret (revoke by id)
     pp:apikeys               set of key ids (listing)
+    pp:livetoken:{sha256 hex} string: the key id a live-stream token stands for; expires
+
+Live-stream tokens. A browser's `EventSource` cannot send an Authorization header, so the live
+page trades its key (sent as a bearer header to `POST /api/live/token`) for a short-lived
+random token that it puts in the stream's URL. Redis keeps only the token's SHA-256 and the id
+of the key it stands for; redeeming it looks the key up again, so revoking the key ends the
+token too. A token is not itself a key: it opens nothing but the live stream.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ KEY_KINDS: Final[tuple[KeyKind, ...]] = get_args(KeyKind)
 KEY_BY_HASH: Final = "pp:apikey:{}"
 HASH_BY_ID: Final = "pp:apikeyid:{}"
 KEY_INDEX: Final = "pp:apikeys"
+LIVE_TOKEN: Final = "pp:livetoken:{}"
 
 _ORIGIN = re.compile(r"https?://[a-z0-9.\-]+(?::\d{1,5})?|https?://\[[0-9a-f:.]+\](?::\d{1,5})?")
 
@@ -191,3 +199,29 @@ async def lookup_key(redis: Redis, secret: str) -> ApiKey | None:
     if stored is None or not hmac.compare_digest(_text(stored), digest):
         return None
     return _key(raw)
+
+
+async def key_by_id(redis: Redis, key_id: str) -> ApiKey | None:
+    """The key with this id, or None once it is revoked."""
+    digest = await redis.get(HASH_BY_ID.format(key_id))
+    if digest is None:
+        return None
+    raw = await redis.hgetall(KEY_BY_HASH.format(_text(digest)))
+    key = _key(raw)
+    return key if key is not None and key.key_id == key_id else None
+
+
+async def issue_live_token(redis: Redis, key: ApiKey, ttl_s: int) -> str:
+    """A random token standing for `key` for `ttl_s` seconds (the stream URL's credential)."""
+    token = secrets.token_urlsafe(24)
+    await redis.set(LIVE_TOKEN.format(hash_secret(token)), key.key_id, ex=ttl_s)
+    return token
+
+
+async def redeem_live_token(redis: Redis, token: str) -> ApiKey | None:
+    """The key a live token stands for; None when the token is unknown, expired or its key
+    was revoked."""
+    key_id = await redis.get(LIVE_TOKEN.format(hash_secret(token)))
+    if key_id is None:
+        return None
+    return await key_by_id(redis, _text(key_id))

@@ -15,13 +15,13 @@ class ApiMetrics:
     registry: CollectorRegistry
     requests: Counter  # labels: route (the route's pattern, or "unmatched"), status
     request_seconds: Histogram  # labels: route
-    redis_seconds: (
-        Histogram  # labels: op (viewership, now, registry, auth, ratelimit, ping, gauges)
-    )
+    # labels: op (viewership, now, registry, auth, ratelimit, ping, gauges, live)
+    redis_seconds: Histogram
     # Business gauges, read from Redis in the background every PLAYPULSE_API_GAUGES_INTERVAL_S.
     concurrent_viewers: Gauge
     concurrent_viewers_erroring: Gauge
     gauges_refreshed: Gauge  # unix time of the last successful read: staleness is visible
+    live_streams: Gauge  # live-page streams open now
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> ApiMetrics:
@@ -61,6 +61,11 @@ class ApiMetrics:
             gauges_refreshed=Gauge(
                 "playpulse_api_gauges_refreshed_timestamp_seconds",
                 "When the concurrent-viewer gauges were last read from Redis (unix seconds)",
+                registry=registry,
+            ),
+            live_streams=Gauge(
+                "playpulse_api_live_streams",
+                "Live-page event streams open now",
                 registry=registry,
             ),
         )

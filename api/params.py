@@ -160,6 +160,15 @@ class ConcurrentQuery:
 
 
 @dataclass(frozen=True, slots=True)
+class LiveQuery:
+    """`/live/stream`: the live token and the page's filter."""
+
+    token: str | None
+    playback_id: str | None = None
+    creator_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class UsageQuery:
     """`/data/usage/query`."""
 
@@ -367,6 +376,17 @@ def concurrent_query(pairs: Pairs, now_ms: int) -> ConcurrentQuery:
     from_ms, to_ms = p.range(len(p.problems) == before, None, now_ms, bounds=bounds)
     p.done()
     return ConcurrentQuery(from_ms, to_ms, step, playback_id, creator_id)
+
+
+def live_query(pairs: Pairs) -> LiveQuery:
+    """`GET /live/stream`: a live token and at most one of playbackId and creatorId."""
+    p = _Params(pairs)
+    token = p.one("token")
+    playback_id, creator_id = p.identifier("playbackId"), p.identifier("creatorId")
+    if playback_id is not None and creator_id is not None:
+        p.problem("creatorId", "filter by playbackId or by creatorId, not both")
+    p.done()
+    return LiveQuery(token, playback_id, creator_id)
 
 
 def usage_query(pairs: Pairs, now_ms: int) -> UsageQuery:

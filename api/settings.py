@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from limits import RateLimitItem
 
+from api.live import Thresholds
 from api.ratelimit import parse_limit
 from ingest.settings import IPNetwork, trusted_networks
 
@@ -39,11 +40,19 @@ class ApiSettings:
     trusted_proxies: tuple[IPNetwork, ...] = ()
     # How often the business gauges (concurrent viewers now) are read from Redis.
     gauges_interval_s: float = 5.0
+    # The live page: how often the stream pushes (at most 2 s), how long a stream token
+    # opens the stream, and the quality thresholds it colours (`api.live.Thresholds.parse`).
+    live_interval_s: float = 1.0
+    live_token_ttl_s: int = 600
+    live_thresholds: Thresholds = field(default_factory=Thresholds)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiSettings:
         env = os.environ if env is None else env
         d = cls()
+        live_interval = float(env.get("PLAYPULSE_LIVE_INTERVAL_S", d.live_interval_s))
+        if not 0.1 <= live_interval <= 2.0:
+            raise ValueError(f"PLAYPULSE_LIVE_INTERVAL_S must be in [0.1, 2], not {live_interval}")
         host, _, port = env.get("PLAYPULSE_API_ADDR", f"{d.host}:{d.port}").rpartition(":")
         return cls(
             host=host or d.host,
@@ -59,6 +68,9 @@ class ApiSettings:
             gauges_interval_s=float(
                 env.get("PLAYPULSE_API_GAUGES_INTERVAL_S", d.gauges_interval_s)
             ),
+            live_interval_s=live_interval,
+            live_token_ttl_s=int(env.get("PLAYPULSE_LIVE_TOKEN_TTL_S", d.live_token_ttl_s)),
+            live_thresholds=Thresholds.parse(env.get("PLAYPULSE_LIVE_THRESHOLDS", "")),
         )
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the stack needs and is missing: Redis and Prometheus from Debian, the Kafka broker's
-# jars from Maven Central. Idempotent; fast when everything is already there.
+# Installs what the stack needs and is missing: Redis, Prometheus and (for the browser test)
+# Chromium with its chromedriver from Debian, the Kafka broker's jars from Maven Central.
+# Idempotent; fast when everything is already there.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
@@ -8,6 +9,9 @@ need_apt=()
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v prometheus >/dev/null || need_apt+=(prometheus)
 command -v promtool >/dev/null || need_apt+=(prometheus)
+# The live page's browser test: Debian's Chromium and its matching chromedriver.
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
   command -v mvn >/dev/null || need_apt+=(maven)

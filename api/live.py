@@ -1,0 +1,139 @@
+"""The live page's snapshot: pure functions from what the readers returned to what is pushed.
+
+No I/O here: `api.app` reads Redis (through `aggregator.store`) and hands the rows to
+`snapshot`, which the stream sends as one Server-Sent Event. Every event is a whole snapshot,
+so a client that reconnects needs nothing replayed (no `Last-Event-ID`).
+
+The quality numbers (TTFF, rebuffer ratio, error rate, exits before start) come from the
+rollups, whose finest grain is the hour: "the last 5 minutes" is read as the range
+[now - 5 min, now), which the rollup reader widens to whole hours, so the window actually
+summed is [start of the hour holding now - 5 min, now) - between 5 and 65 minutes.
+`qoe_window` computes it and the snapshot names it, so the page can say what it shows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import orjson
+
+from aggregator.timebuckets import floor
+
+QOE_RANGE_MS = 5 * 60_000
+TOP_N = 10
+# (snapshot field, realtime dimension)
+BREAKDOWNS = (
+    ("topPlaybacks", "playbackId"),
+    ("countries", "country"),
+    ("devices", "device"),
+    ("browsers", "browser"),
+)
+QOE_FIELDS = ("ttffMs", "ttffP95Ms", "rebufferRatio", "errorRate", "exitsBeforeStart")
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """A quality number at or above its threshold is flagged (the page colours it)."""
+
+    ttffMs: float = 2_000.0
+    ttffP95Ms: float = 5_000.0
+    rebufferRatio: float = 0.02
+    errorRate: float = 0.05
+    exitsBeforeStart: float = 0.10
+
+    @classmethod
+    def parse(cls, text: str) -> Thresholds:
+        """`name=value,...` over the defaults, e.g. `ttffMs=1500,errorRate=0.02`.
+
+        ValueError naming the problem for an unknown name, a missing `=` or a value that is
+        not a finite number >= 0.
+        """
+        values = asdict(cls())
+        for item in (part.strip() for part in text.split(",")):
+            if not item:
+                continue
+            name, sep, raw = item.partition("=")
+            name = name.strip()
+            if not sep or name not in values:
+                raise ValueError(
+                    f"live threshold {item!r}: expected name=value, name one of {QOE_FIELDS}"
+                )
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ValueError(f"live threshold {name}: {raw!r} is not a number") from None
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"live threshold {name}: {raw!r} must be finite and >= 0")
+            values[name] = value
+        return cls(**values)
+
+    def breaches(self, qoe: Mapping[str, Any]) -> dict[str, bool]:
+        """Per quality number: at or over its threshold (False when there is no data)."""
+        limits = asdict(self)
+        out = {}
+        for name in QOE_FIELDS:
+            value = qoe.get(name)
+            out[name] = value is not None and value >= limits[name]
+        return out
+
+
+def qoe_window(now_ms: int) -> tuple[int, int]:
+    """(from, to) of the data the quality numbers cover: the rollups are hourly, so
+    [now - 5 min, now) is read as from the start of that hour."""
+    return floor(now_ms - QOE_RANGE_MS, "hour"), now_ms
+
+
+def top(rows: Sequence[Mapping[str, Any]], dim: str, n: int = TOP_N) -> list[dict[str, Any]]:
+    """The `n` values with the most viewers now, most first (ties by value), each with its
+    `viewCount` and `errorRate`; a missing value (null) is listed like any other."""
+    ordered = sorted(rows, key=lambda r: (-r["viewCount"], r[dim] is not None, r[dim] or ""))
+    return [
+        {dim: r[dim], "viewCount": r["viewCount"], "errorRate": r["errorRate"]} for r in ordered[:n]
+    ]
+
+
+def snapshot(
+    *,
+    now_ms: int,
+    total: Sequence[Mapping[str, Any]],
+    breakdowns: Mapping[str, Sequence[Mapping[str, Any]]],
+    qoe_rows: Sequence[Mapping[str, Any]],
+    last_beacon_ms: int | None,
+    thresholds: Thresholds,
+    scope: Mapping[str, str | None],
+    interval_ms: int,
+) -> dict[str, Any]:
+    """One live event. `total` is the realtime reader's one row (or none), `breakdowns` its rows
+    per dimension of `BREAKDOWNS`, `qoe_rows` the rollup reader's row for `qoe_window(now_ms)`
+    (one row without step, or none when there was no view)."""
+    now = total[0] if total else {"viewCount": 0, "errorRate": 0.0}
+    row = qoe_rows[0] if qoe_rows else {}
+    start, end = qoe_window(now_ms)
+    qoe: dict[str, Any] = {"from": start, "to": end, "viewCount": row.get("viewCount", 0)}
+    qoe.update({name: row.get(name) for name in QOE_FIELDS})
+    out: dict[str, Any] = {
+        "serverTime": now_ms,
+        "intervalMs": interval_ms,
+        "scope": dict(scope),
+        "concurrentViewers": now["viewCount"],
+        "errorRateNow": now["errorRate"],
+        "lastBeaconMs": last_beacon_ms,
+    }
+    for name, dim in BREAKDOWNS:
+        out[name] = top(breakdowns.get(dim, ()), dim)
+    out["qoe"] = qoe
+    out["thresholds"] = asdict(thresholds)
+    out["breaches"] = thresholds.breaches(qoe)
+    return out
+
+
+def sse(event: str, data: Mapping[str, Any] | str, *, retry_ms: int | None = None) -> bytes:
+    """One Server-Sent Event; `data` (JSON text, or a mapping to encode) must be one line."""
+    text = data if isinstance(data, str) else orjson.dumps(data).decode()
+    if "\n" in text or "\r" in text:
+        raise ValueError("an SSE data line cannot hold a line break")
+    head = f"retry: {retry_ms}\n" if retry_ms is not None else ""
+    return f"{head}event: {event}\ndata: {text}\n\n".encode()

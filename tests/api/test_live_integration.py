@@ -1,0 +1,186 @@
+"""The live page's token and event stream over real HTTP against the real Redis, filled by the
+aggregator's own writers (the same data as the query API's tests)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+from redis.asyncio import Redis
+
+from api.app import create_app
+from api.auth import create_key, revoke_key
+from api.live import Thresholds
+from api.metrics import ApiMetrics
+from api.settings import ApiSettings
+from ingest.settings import IngestSettings
+from tests.api.test_api_integration import NOW, ORIGIN, ms, seed
+
+TOKEN, STREAM = "/api/live/token", "/api/live/stream"
+
+
+@dataclass
+class Live:
+    http: ClientSession
+    redis: Redis
+    keys: dict[str, str]
+    ids: dict[str, str]
+    metrics: ApiMetrics
+
+    async def token(
+        self, key: str | None, origin: str | None = None, **query: str
+    ) -> tuple[int, Any]:
+        headers = {} if key is None else {"Authorization": f"Bearer {self.keys.get(key, key)}"}
+        if origin is not None:
+            headers["Origin"] = origin
+        async with self.http.post(TOKEN, params=query, headers=headers) as resp:
+            return resp.status, await resp.json()
+
+    async def events(self, token: str, n: int, **query: str) -> list[tuple[str, Any]]:
+        """The first `n` events of a stream (then it is closed)."""
+        out = []
+        async with self.http.get(STREAM, params={"token": token, **query}) as resp:
+            assert resp.status == 200, await resp.text()
+            assert resp.headers["Content-Type"] == "text/event-stream"
+            while len(out) < n:
+                frame = (await resp.content.readuntil(b"\n\n")).decode()
+                fields = dict(line.split(": ", 1) for line in frame.strip().split("\n"))
+                out.append((fields["event"], orjson.loads(fields["data"])))
+        return out
+
+    async def stream_status(self, token: str, **query: str) -> tuple[int, Any]:
+        async with self.http.get(STREAM, params={"token": token, **query}) as resp:
+            return resp.status, await resp.json()
+
+
+@pytest.fixture
+async def lv() -> AsyncIterator[Live]:
+    redis = Redis.from_url(IngestSettings.from_env().redis_url)
+    await redis.flushdb()
+    await seed(redis)
+    made = {
+        "private": await create_key(redis, kind="private"),
+        "scoped": await create_key(redis, kind="private", creator_id="cr-1"),
+        "cors": await create_key(redis, kind="cors", origins=[ORIGIN]),
+        "cors-scoped": await create_key(redis, kind="cors", origins=[ORIGIN], creator_id="cr-1"),
+    }
+    settings = ApiSettings(live_interval_s=0.2, live_thresholds=Thresholds(errorRate=0.4))
+    metrics = ApiMetrics.create()
+    server = TestServer(
+        create_app(settings, metrics=metrics, redis=redis, clock=lambda: NOW), host="127.0.0.1"
+    )
+    await server.start_server()
+    async with ClientSession(str(server.make_url("/"))) as http:
+        yield Live(
+            http,
+            redis,
+            {k: v[1] for k, v in made.items()},
+            {k: v[0] for k, v in made.items()},
+            metrics,
+        )
+    await server.close()
+    await redis.aclose()
+
+
+async def test_page_and_its_files_are_served_without_a_key(lv: Live) -> None:
+    async with lv.http.get("/live") as resp:
+        assert resp.status == 200
+        assert "default-src 'self'" in resp.headers["Content-Security-Policy"]
+        assert resp.headers["Referrer-Policy"] == "no-referrer"
+        page = await resp.text()
+    for path in ("/live/static/live.js", "/live/static/vendor/uplot/uPlot.iife.min.js"):
+        assert path in page
+        async with lv.http.get(path) as resp:
+            assert resp.status == 200
+
+
+async def test_the_stream_pushes_snapshots_of_what_views_now_reports(lv: Live) -> None:
+    status, body = await lv.token("private")
+    assert status == 200 and body["expiresInS"] == ApiSettings().live_token_ttl_s
+    events = await lv.events(body["token"], 2)
+    assert [name for name, _ in events] == ["snapshot", "snapshot"]
+    snap = events[0][1]
+    async with lv.http.get(
+        "/api/data/views/now", headers={"Authorization": f"Bearer {lv.keys['private']}"}
+    ) as resp:
+        now = (await resp.json())[0]
+    # s1, s2 (erroring) on pb-1 in DE, s4 on pb-1 in FR; s3 is 40 s old: not watching.
+    assert snap["concurrentViewers"] == now["viewCount"] == 3
+    assert snap["errorRateNow"] == pytest.approx(now["errorRate"])
+    assert snap["topPlaybacks"] == [{"playbackId": "pb-1", "viewCount": 3, "errorRate": 1 / 3}]
+    assert [(r["country"], r["viewCount"]) for r in snap["countries"]] == [("DE", 2), ("FR", 1)]
+    assert snap["lastBeaconMs"] == NOW - 1_000
+    # 12:00:30 - 5 min is in the 11:00 hour: the rollups are summed from there.
+    assert snap["qoe"]["from"] == ms("2025-06-15T11:00:00") and snap["qoe"]["viewCount"] == 0
+    assert snap["thresholds"]["errorRate"] == 0.4
+    assert snap["intervalMs"] == 200
+
+
+async def test_a_scoped_key_sees_only_its_creator(lv: Live) -> None:
+    status, body = await lv.token("scoped")
+    assert status == 200
+    (_, snap), *_ = await lv.events(body["token"], 1)
+    assert snap["scope"] == {"playbackId": None, "creatorId": "cr-1"}
+    assert snap["concurrentViewers"] == 3
+    (_, snap), *_ = await lv.events(body["token"], 1, playbackId="pb-1")
+    assert snap["scope"]["playbackId"] == "pb-1" and snap["concurrentViewers"] == 3
+    # Another creator's data, asked for by creator or by playback: refused, at both doors.
+    for query in ({"creatorId": "cr-2"}, {"playbackId": "pb-2"}):
+        assert (await lv.token("scoped", **query))[0] == 403
+        assert (await lv.stream_status(body["token"], **query))[0] == 403
+
+
+async def test_a_cors_key_must_be_scoped_and_come_from_its_origin(lv: Live) -> None:
+    status, body = await lv.token("cors", ORIGIN)
+    assert status == 403 and "scoped to a creator" in body["errors"][0]
+    assert (await lv.token("cors-scoped", "https://evil.example"))[0] == 403
+    assert (await lv.token("cors-scoped"))[0] == 403  # no Origin: not from a page it allows
+    status, body = await lv.token("cors-scoped", ORIGIN)
+    assert status == 200 and body["creatorId"] == "cr-1"
+    async with lv.http.get(
+        STREAM, params={"token": body["token"]}, headers={"Origin": ORIGIN}
+    ) as resp:
+        assert resp.status == 200
+        assert resp.headers["Access-Control-Allow-Origin"] == ORIGIN
+    async with lv.http.get(
+        STREAM, params={"token": body["token"]}, headers={"Origin": "https://evil.example"}
+    ) as resp:
+        assert resp.status == 403
+
+
+async def test_unauthorised_is_refused(lv: Live) -> None:
+    assert (await lv.token(None))[0] == 401
+    assert (await lv.token("not-a-key"))[0] == 401
+    async with lv.http.get(STREAM) as resp:
+        assert resp.status == 401
+    assert (await lv.stream_status("not-a-token"))[0] == 401
+    # A key's secret is not a token: a token opens nothing but the stream, and only a token
+    # opens the stream.
+    assert (await lv.stream_status(lv.keys["private"]))[0] == 401
+    status, body = await lv.token("private", playbackId="pb-1", creatorId="cr-1")
+    assert status == 400 and body["errors"][0].startswith("creatorId:")
+
+
+async def test_revoking_the_key_ends_its_tokens(lv: Live) -> None:
+    _, body = await lv.token("scoped")
+    assert await revoke_key(lv.redis, lv.ids["scoped"])
+    assert (await lv.stream_status(body["token"]))[0] == 401
+    assert (await lv.token("scoped"))[0] == 401
+
+
+async def test_open_streams_are_counted(lv: Live) -> None:
+    _, body = await lv.token("private")
+    async with lv.http.get(STREAM, params={"token": body["token"]}) as resp:
+        await resp.content.readuntil(b"\n\n")
+        assert lv.metrics.live_streams._value.get() == 1
+    for _ in range(50):  # the handler notices the closed connection at its next write
+        if lv.metrics.live_streams._value.get() == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert lv.metrics.live_streams._value.get() == 0
