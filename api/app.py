@@ -53,6 +53,8 @@ PREFLIGHT_HEADERS = {
     "Vary": "Origin",
 }
 
+_BODY_HEADERS = frozenset({"content-type", "content-length", "content-encoding"})
+
 
 class NotFound(Exception):
     def __init__(self, reason: str) -> None:
@@ -356,7 +358,9 @@ async def _edge(request: web.Request, handler: Any) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        response = _errors(exc.status, exc.reason)
+        # Keep what the exception says besides its body, e.g. a 405's `Allow` (RFC 9110).
+        kept = {k: v for k, v in exc.headers.items() if k.lower() not in _BODY_HEADERS}
+        response = _errors(exc.status, exc.reason, headers=kept)
     except Exception:
         log.exception("unhandled error")
         response = _errors(500, "internal error")
