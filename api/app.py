@@ -3,7 +3,8 @@
 Rollups are read only through `aggregator.store` (`RollupReader`, `RealtimeReader`), playbacks
 through `ingest.registry`. Parameters are checked by `api.params`, keys by `api.auth`; their
 errors, and Redis being unreachable, are mapped to HTTP here, once, in `_edge`: 400 naming each
-bad parameter, 401/403 from the key, 404, 503 with Retry-After; never a stack trace.
+bad parameter, 401/403 from the key, 404, 503 with Retry-After; never a stack trace. The
+OpenAPI description of it all (`api.openapi`) is served at `/openapi.json`.
 
 CORS: only the endpoints a CORS key may call (`/data/views/query/creator`, the public total)
 answer preflights and carry `Access-Control-Allow-Origin`: the request's origin when a CORS key
@@ -28,7 +29,7 @@ from redis.exceptions import RedisError
 from aggregator.definitions import CONCURRENCY_WINDOW_MS
 from aggregator.store import ALL_FIELDS, RealtimeReader, RollupReader
 from aggregator.timebuckets import Step
-from api import params
+from api import openapi, params
 from api.auth import ApiKey, AuthError, bearer_secret, lookup_key, normalize_origin
 from api.metrics import ApiMetrics
 from api.settings import ApiSettings
@@ -134,6 +135,7 @@ class Api:
         self.totals: TTLCache[str, dict[str, Any]] = TTLCache(
             10_000, settings.total_cache_s, timer=time.monotonic
         )
+        self.openapi = orjson.dumps(openapi.document())
 
     async def _redis(self, op: str, call: Awaitable[T]) -> T:
         started = time.perf_counter()
@@ -324,6 +326,9 @@ class Api:
             return _errors(503, "redis: not reachable")
         return _json(200, {"status": "ready"})
 
+    async def openapi_json(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.openapi, content_type="application/json")
+
     async def metrics_view(self, request: web.Request) -> web.Response:
         return web.Response(
             body=generate_latest(self.app[METRICS].registry),
@@ -404,6 +409,7 @@ def create_app(
     r.add_get("/healthz", api.healthz)
     r.add_get("/readyz", api.readyz)
     r.add_get("/metrics", api.metrics_view)
+    r.add_get("/openapi.json", api.openapi_json)
 
     async def lifespan(app: web.Application) -> AsyncIterator[None]:
         yield
