@@ -16,6 +16,7 @@ described here first.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -482,7 +483,15 @@ OPERATIONS: Final[dict[str, Callable[[], dict[str, Schema]]]] = {
 
 
 def document() -> dict[str, Any]:
-    """The whole OpenAPI 3.1 document (paths are absolute: point a Livepeer SDK at `/api`)."""
+    """The whole OpenAPI 3.1 document (paths are absolute: point a Livepeer SDK at `/api`).
+
+    A fresh copy each call: the pieces above are shared between operations, and a caller that
+    edits its copy must not edit the next one's.
+    """
+    return copy.deepcopy(_document())
+
+
+def _document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {
