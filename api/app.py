@@ -4,7 +4,8 @@ Rollups are read only through `aggregator.store` (`RollupReader`, `RealtimeReade
 through `ingest.registry`. Parameters are checked by `api.params`, keys by `api.auth`; their
 errors, and Redis being unreachable, are mapped to HTTP here, once, in `_edge`: 400 naming each
 bad parameter, 401/403 from the key, 404, 429 with Retry-After from the rate limits
-(`api.ratelimit`), 503 with Retry-After; never a stack trace.
+(`api.ratelimit`), 503 with Retry-After; never a stack trace. The OpenAPI description of it all
+(`api.openapi`) is served at `/openapi.json`.
 
 CORS: only the endpoints a CORS key may call (`/data/views/query/creator`, the public total)
 answer preflights and carry `Access-Control-Allow-Origin`: the request's origin when a CORS key
@@ -32,7 +33,7 @@ from redis.exceptions import RedisError
 from aggregator.definitions import CONCURRENCY_WINDOW_MS
 from aggregator.store import ALL_FIELDS, ConcurrencyReader, RealtimeReader, RollupReader
 from aggregator.timebuckets import Step, steps
-from api import live, params
+from api import live, openapi, params
 from api.auth import (
     ApiKey,
     AuthError,
@@ -82,6 +83,8 @@ PREFLIGHT_HEADERS = {
     "Access-Control-Max-Age": "600",
     "Vary": "Origin",
 }
+
+_BODY_HEADERS = frozenset({"content-type", "content-length", "content-encoding"})
 
 
 class NotFound(Exception):
@@ -170,6 +173,7 @@ class Api:
         self.live_reads: TTLCache[tuple[str | None, str | None], asyncio.Future[Snapshot]] = (
             TTLCache(10_000, settings.live_interval_s / 2, timer=time.monotonic)
         )
+        self.openapi = orjson.dumps(openapi.document())
 
     async def _redis(self, op: str, call: Awaitable[T]) -> T:
         started = time.perf_counter()
@@ -572,6 +576,9 @@ class Api:
             return _errors(503, "redis: not reachable")
         return _json(200, {"status": "ready"})
 
+    async def openapi_json(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.openapi, content_type="application/json")
+
     async def metrics_view(self, request: web.Request) -> web.Response:
         return web.Response(
             body=generate_latest(self.app[METRICS].registry),
@@ -612,7 +619,9 @@ async def _edge(request: web.Request, handler: Any) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        response = _errors(exc.status, exc.reason)
+        # Keep what the exception says besides its body, e.g. a 405's `Allow` (RFC 9110).
+        kept = {k: v for k, v in exc.headers.items() if k.lower() not in _BODY_HEADERS}
+        response = _errors(exc.status, exc.reason, headers=kept)
     except Exception:
         log.exception("unhandled error")
         response = _errors(500, "internal error")
@@ -663,6 +672,7 @@ def create_app(
     r.add_get("/healthz", api.healthz)
     r.add_get("/readyz", api.readyz)
     r.add_get("/metrics", api.metrics_view)
+    r.add_get("/openapi.json", api.openapi_json)
 
     async def lifespan(app: web.Application) -> AsyncIterator[None]:
         gauges = asyncio.create_task(api.keep_gauges(settings.gauges_interval_s))

@@ -86,10 +86,13 @@ class InvalidQuery(Exception):
         self.problems = tuple(problems)
 
 
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})?"
+# ASCII digits only ([0-9], not \d, which takes any Unicode digit); `api.openapi` publishes these.
+RFC3339_PATTERN: Final = (
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})"
+    r"(?:\.([0-9]{1,9}))?([Zz]|[+-][0-9]{2}:[0-9]{2})?"
 )
-_EPOCH_MS = re.compile(r"\d{1,15}")
+_RFC3339 = re.compile(RFC3339_PATTERN)
+_EPOCH_MS = re.compile(r"[0-9]{1,15}")
 
 
 def parse_timestamp(text: str) -> int:

@@ -375,6 +375,20 @@ async def test_preflights_only_where_cors_keys_go(api: Client) -> None:
         assert (await resp.json())["errors"]
 
 
+async def test_a_wrong_method_is_405_naming_the_allowed_ones(api: Client) -> None:
+    # Found by schemathesis: the error edge dropped the 405's Allow header (RFC 9110 requires it).
+    for method, path, allowed in (
+        ("TRACE", "/healthz", {"GET", "HEAD"}),
+        ("POST", QUERY, {"GET", "HEAD"}),
+        ("DELETE", CREATOR, {"GET", "HEAD", "OPTIONS"}),
+    ):
+        async with api.http.request(method, path) as resp:
+            assert resp.status == 405
+            assert set(resp.headers["Allow"].split(",")) == allowed
+            assert resp.headers["Content-Type"] == "application/json"
+            assert await resp.json() == {"errors": ["Method Not Allowed"]}
+
+
 async def test_public_total(api: Client) -> None:
     status, body, headers = await api.get("/api/data/views/query/total/pb-1")
     assert (status, body) == (200, {"playbackId": "pb-1", "viewCount": 8, "playtimeMins": 8.0})

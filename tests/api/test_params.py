@@ -86,6 +86,8 @@ def test_timestamps_parse(text: str, expected: int) -> None:
         "2024-06-01T00:00:00.Z",
         "1969-12-31T23:59:59Z",
         "yesterday",
+        "\u0661\u0662\u0663",  # Arabic-Indic digits: int() takes them, RFC 3339 does not
+        "\u0662\u0660\u0662\u0664-06-01T00:00:00Z",
     ],
 )
 def test_bad_timestamps_are_refused(text: str) -> None:
