@@ -154,6 +154,33 @@ SCHEMAS: Final[dict[str, Schema]] = {
         },
         "additionalProperties": False,
     },
+    "concurrent-viewers": {
+        "type": "object",
+        "description": "A step of `/data/views/concurrent` (beyond Livepeer): the largest number of "
+        "viewers at once within the step. Viewers at an instant t are sessions with a beacon in "
+        "(t - 30 s, t], sampled every 5 s on epoch-aligned instants.",
+        "required": ["timestamp", "peakConcurrentViewers"],
+        "properties": {
+            "timestamp": {
+                "type": "integer",
+                "description": "The start of the minute or hour, epoch ms UTC.",
+            },
+            "peakConcurrentViewers": {"type": "integer", "minimum": 0},
+        },
+        "additionalProperties": False,
+    },
+    "live-token": {
+        "type": "object",
+        "description": "A token that opens `/live/stream` (EventSource cannot send headers).",
+        "required": ["token", "expiresInS", "kind", "creatorId"],
+        "properties": {
+            "token": {"type": "string"},
+            "expiresInS": {"type": "integer", "minimum": 1},
+            "kind": {"type": "string", "enum": ["private", "cors"]},
+            "creatorId": {"type": ["string", "null"]},
+        },
+        "additionalProperties": False,
+    },
     "public-viewership-metric": {
         "type": "object",
         "description": "All-time views and playtime of a playback.",
@@ -363,11 +390,107 @@ def views_now() -> dict[str, Schema]:
             [
                 PLAYBACK_ID,
                 CREATOR_ID,
-                _breakdown(params.NOW_BREAKDOWNS, "One dimension at a time."),
+                _breakdown(params.NOW_BREAKDOWNS, "Any combination of the dimensions."),
             ],
             _array(_ref("realtime-viewership-metric")),
         )
     }
+
+
+def views_concurrent() -> dict[str, Schema]:
+    limits = ", ".join(
+        f"{params.CONCURRENT_MAX_RANGE_MS[step] // 3_600_000} h with timeStep={step}"
+        for step in params.CONCURRENT_TIME_STEPS
+    )
+    return {
+        "get": _operation(
+            "getConcurrentViewers",
+            "Query peak concurrent viewers per minute or hour",
+            "Beyond Livepeer. Requires a private (non-CORS) API key. One row per minute or hour "
+            "that overlaps the range, zeros included; sample instants after now are not counted. "
+            "No breakdown: `breakdownBy[]`, `assetId` and `streamId` are refused (400).",
+            [
+                PLAYBACK_ID,
+                CREATOR_ID,
+                _query(
+                    "from",
+                    TIMESTAMP,
+                    "Start of the range, inclusive. Default: `to` minus one hour.",
+                ),
+                _query(
+                    "to", TIMESTAMP, f"End of the range, exclusive; default now. At most {limits}."
+                ),
+                _query(
+                    "timeStep",
+                    {
+                        "oneOf": [
+                            {"type": "string", "enum": list(params.CONCURRENT_TIME_STEPS)},
+                            EMPTY,
+                        ]
+                    },
+                    "The step of the series (default minute).",
+                ),
+            ],
+            _array(_ref("concurrent-viewers")),
+        )
+    }
+
+
+def _live_filter() -> list[Schema]:
+    return [
+        _identifier("playbackId", "Watch only this playback."),
+        _identifier("creatorId", "Watch only this creator's playbacks (not with playbackId)."),
+    ]
+
+
+def live_token() -> dict[str, Schema]:
+    operation = _operation(
+        "createLiveToken",
+        "Get a token for the live stream",
+        "A private key, or a CORS key scoped to a creator (from one of its origins), as a bearer "
+        "header; the filter is checked here as on the stream. The token opens "
+        "`/api/live/stream` for a while and dies with its key.",
+        _live_filter(),
+        _ref("live-token"),
+    )
+    operation["tags"] = ["live"]
+    return {"post": operation, "options": _preflight("Preflight for CORS keys.")}
+
+
+def live_stream() -> dict[str, Schema]:
+    operation = _operation(
+        "streamLive",
+        "Live snapshots as Server-Sent Events",
+        "Authorised by `token` (from `POST /api/live/token`), not by a header. Events: "
+        "`snapshot` (the whole live page's data, JSON) every interval, `unavailable` while the "
+        "store cannot be read, `revoked` when the key is revoked (then the stream ends).",
+        [
+            _query("token", {"type": "string"}, "A live token."),
+            *_live_filter(),
+        ],
+        {"type": "string"},
+        security=NO_SECURITY,
+    )
+    operation["tags"] = ["live"]
+    operation["responses"]["200"] = {
+        "description": "An endless stream of events.",
+        "content": {
+            "text/event-stream": {
+                "schema": {
+                    "description": "Each event: its name, and its data as one line of JSON.",
+                    "type": "object",
+                    "required": ["event", "data"],
+                    "properties": {
+                        "event": {"enum": ["snapshot", "unavailable", "revoked"]},
+                        "data": {"type": "string", "contentMediaType": "application/json"},
+                        "retry": {"type": "integer", "minimum": 0},
+                    },
+                    "additionalProperties": False,
+                }
+            }
+        },
+    }
+    return {"get": operation}
 
 
 def creator_query() -> dict[str, Schema]:
@@ -466,9 +589,12 @@ def _status(value: str) -> Schema:
 OPERATIONS: Final[dict[str, Callable[[], dict[str, Schema]]]] = {
     "/api/data/views/query": views_query,
     "/api/data/views/now": views_now,
+    "/api/data/views/concurrent": views_concurrent,
     "/api/data/views/query/creator": creator_query,
     "/api/data/views/query/total/{playbackId}": views_total,
     "/api/data/usage/query": usage_query,
+    "/api/live/token": live_token,
+    "/api/live/stream": live_stream,
     "/healthz": lambda: _plain("healthz", "The process is up.", _status("ok")),
     "/readyz": lambda: _plain("readyz", "Redis answers.", _status("ready"), "503"),
     "/metrics": lambda: _plain(
@@ -504,6 +630,7 @@ def _document() -> dict[str, Any]:
         "security": [{SECURITY_SCHEME: []}],
         "tags": [
             {"name": "metrics", "description": "Livepeer's metrics operations"},
+            {"name": "live", "description": "The live page's token and event stream"},
             {"name": "operations", "description": "Health, readiness, metrics, this document"},
         ],
         "paths": {path: build() for path, build in OPERATIONS.items()},

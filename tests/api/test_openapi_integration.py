@@ -75,7 +75,9 @@ def _serve(ready: threading.Event, box: dict[str, Any]) -> None:
         await redis.flushdb()
         await seed(redis)
         _, secret = await create_key(redis, kind="private", name="schemathesis")
-        app = create_app(ApiSettings(), redis=redis, clock=lambda: NOW)
+        # No rate limits here: they are tested on their own, and would turn cases into 429s.
+        settings = ApiSettings(rate_limit_key=None, rate_limit_ip=None)
+        app = create_app(settings, redis=redis, clock=lambda: NOW)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
