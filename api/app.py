@@ -70,6 +70,12 @@ def _errors(status: int, *problems: str, headers: dict[str, str] | None = None) 
     return _json(status, {"errors": list(problems)}, headers)
 
 
+def _without_nulls(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Livepeer's schemas declare no nullable field and its JS SDK refuses a null: a metric with
+    no data, or a dimension whose value is unknown, is left out of its row instead."""
+    return [{k: v for k, v in row.items() if v is not None} for row in rows]
+
+
 def _wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -220,7 +226,7 @@ class Api:
             creator_id=creator_id,
             fields=ALL_FIELDS,
         )
-        return _json(200, rows)
+        return _json(200, _without_nulls(rows))
 
     async def creator_query(self, request: web.Request) -> web.Response:
         key = await self._authorize(request, "cors")
@@ -237,7 +243,8 @@ class Api:
             fields=(),
         )
         # Only viewCount and playtimeMins (Livepeer's detailed=false), per step when one is given.
-        return _json(200, sum_additive(rows, q.breakdown, by_time=q.time_step is not None))
+        summed = sum_additive(rows, q.breakdown, by_time=q.time_step is not None)
+        return _json(200, _without_nulls(summed))
 
     async def views_now(self, request: web.Request) -> web.Response:
         key = await self._authorize(request, "private")
@@ -262,7 +269,7 @@ class Api:
                 creator_id=creator_id,
             ),
         )
-        return _json(200, rows)
+        return _json(200, _without_nulls(rows))
 
     async def views_total(self, request: web.Request) -> web.Response:
         request[CORS_ORIGIN] = "*"  # public data; a CORS key narrows it to its origin
@@ -303,7 +310,8 @@ class Api:
         if not by_time and not by_creator:
             total = summed[0] if summed else {"playtimeMins": 0.0}
             return _json(200, usage_row(total, by_time=False, by_creator=False))
-        return _json(200, [usage_row(r, by_time=by_time, by_creator=by_creator) for r in summed])
+        out = [usage_row(r, by_time=by_time, by_creator=by_creator) for r in summed]
+        return _json(200, _without_nulls(out))
 
     async def preflight(self, request: web.Request) -> web.Response:
         headers = dict(PREFLIGHT_HEADERS)

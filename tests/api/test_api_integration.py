@@ -186,9 +186,7 @@ async def test_views_query_by_day_for_a_playback(api: Client) -> None:
             "timestamp": floor(H1, "day"),
             "viewCount": 1,
             "playtimeMins": 1.0,
-            "ttffMs": None,  # asked for, no data: null
-            "ttffP50Ms": None,
-            "ttffP95Ms": None,
+            # no TTFF data: left out (Livepeer's schema has no null, its JS SDK refuses one)
             "rebufferRatio": 0.25,
             "errorRate": 0.0,
             "exitsBeforeStart": 1.0,
@@ -397,8 +395,8 @@ async def test_usage(api: Client) -> None:
         },
     ]
     status, body, _ = await api.get(USAGE, "private", **{"breakdownBy[]": "creatorId"}, **JUNE)
-    assert [(r["CreatorID"], r["DeliveryUsageMins"]) for r in body] == [
-        (None, 0.5),
+    assert [(r.get("CreatorID"), r["DeliveryUsageMins"]) for r in body] == [
+        (None, 0.5),  # unregistered playbacks: no creator, so no CreatorID field
         ("cr-1", 3.0),
         ("cr-2", 3.0),
     ]
