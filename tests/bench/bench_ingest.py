@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -136,7 +137,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=128)
     args = parser.parse_args()
     settings = IngestSettings.from_env()
-    env = {**os.environ, "PLAYPULSE_INGEST_ADDR": "127.0.0.1:18181"}
+    # A free port: other benchmark runs may share the machine.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "PLAYPULSE_INGEST_ADDR": f"127.0.0.1:{port}"}
     collector = subprocess.Popen(
         [sys.executable, "-m", "api.cli", "ingest"],
         env=env,
@@ -144,10 +150,10 @@ def main() -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        url = "http://127.0.0.1:18181/analytics/log"
+        url = f"{base}/analytics/log"
         for _ in range(300):
             ready = subprocess.run(
-                ["curl", "-fs", "http://127.0.0.1:18181/readyz"], capture_output=True
+                ["curl", "-fs", f"{base}/readyz"], capture_output=True
             )
             if ready.returncode == 0:
                 break
