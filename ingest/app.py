@@ -9,6 +9,7 @@ valid events of a partly bad one.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -274,9 +275,21 @@ def create_app(
     return app
 
 
+# Young-generation collections every 20 000 allocations instead of 700: a 20-event request
+# allocates a few hundred containers, and at the default the cyclic GC ran every few requests
+# (measured: about a fifth of the collector's CPU per request under load).
+GC_THRESHOLD = (20_000, 10, 10)
+
+
 def main(argv: list[str] | None = None) -> None:
     settings = IngestSettings.from_env()
-    serve(create_app(settings), settings.host, settings.port)
+    app = create_app(settings)
+    # What exists now (modules, regexes, the app) lives as long as the process: keep it out of
+    # every later collection.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+    serve(app, settings.host, settings.port)
 
 
 def serve(app: web.Application, host: str, port: int) -> None:
