@@ -12,11 +12,15 @@ import orjson
 import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
+from jsonschema import Draft202012Validator
 from redis.asyncio import Redis
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 
 from aggregator.concurrency import SAMPLE_MS, PartitionConcurrency
 from aggregator.store import ConcurrencyWriter
 from aggregator.timebuckets import MINUTE_MS
+from api import openapi
 from api.app import create_app
 from api.auth import create_key, revoke_key
 from api.live import Thresholds
@@ -26,6 +30,12 @@ from ingest.settings import IngestSettings
 from tests.api.test_api_integration import NOW, ORIGIN, ms, seed
 
 TOKEN, STREAM = "/api/live/token", "/api/live/stream"
+SNAPSHOT = Draft202012Validator(
+    {"$ref": "urn:openapi#/components/schemas/live-snapshot"},
+    registry=Registry().with_resource(
+        "urn:openapi", Resource.from_contents(openapi.document(), DRAFT202012)
+    ),
+)
 
 
 async def seed_concurrency(redis: Redis) -> None:
@@ -76,6 +86,8 @@ class Live:
                 frame = (await resp.content.readuntil(b"\n\n")).decode()
                 fields = dict(line.split(": ", 1) for line in frame.strip().split("\n"))
                 out.append((fields["event"], orjson.loads(fields["data"])))
+                if fields["event"] == "snapshot":  # as the OpenAPI document describes it
+                    SNAPSHOT.validate(out[-1][1])
         return out
 
     async def concurrent(self, **query: str) -> list[dict[str, int]]:
@@ -248,3 +260,10 @@ async def test_the_snapshot_carries_the_hours_chart_of_its_scope(lv: Live) -> No
     }
     (_, snap), *_ = await lv.events(body["token"], 1, playbackId="pb-1")
     assert series(snap["lastHour"]) == await lv.concurrent(playbackId="pb-1")
+
+
+def test_the_snapshot_schema_is_closed() -> None:
+    snap: dict[str, Any] = {"lastHour": {"from": 0, "stepMs": MINUTE_MS, "peaks": [], "peak": None}}
+    errors = [e.message for e in SNAPSHOT.iter_errors(snap | {"extra": 1})]
+    assert any("'extra' was unexpected" in e for e in errors)
+    assert any("'serverTime' is a required property" in e for e in errors)
