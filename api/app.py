@@ -448,7 +448,7 @@ class Api:
             )
             for dims in [(), *((dim,) for _, dim in live.BREAKDOWNS)]
         ]
-        realtime, qoe_rows, last_beacon = await self._redis(
+        realtime, qoe_rows, minute_peaks, last_beacon = await self._redis(
             "live",
             asyncio.gather(
                 asyncio.gather(*reads),
@@ -460,6 +460,14 @@ class Api:
                     playback_id=playback_id,
                     creator_id=creator_id,
                 ),
+                self.concurrency.peaks(
+                    step="minute",
+                    from_ms=now_ms - live.CHART_RANGE_MS,
+                    to_ms=now_ms,
+                    playback_id=playback_id,
+                    creator_id=creator_id,
+                    now_ms=now_ms,
+                ),
                 self.realtime.last_seen(playback_id=playback_id, creator_id=creator_id),
             ),
         )
@@ -470,6 +478,7 @@ class Api:
             total=total,
             breakdowns={dim: rows for (_, dim), rows in zip(live.BREAKDOWNS, broken, strict=True)},
             qoe_rows=qoe_rows,
+            minute_peaks=minute_peaks,
             last_beacon_ms=last_beacon,
             thresholds=settings.live_thresholds,
             scope=scope,

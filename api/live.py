@@ -9,6 +9,11 @@ rollups, whose finest grain is the hour: "the last 5 minutes" is read as the ran
 [now - 5 min, now), which the rollup reader widens to whole hours, so the window actually
 summed is [start of the hour holding now - 5 min, now) - between 5 and 65 minutes.
 `qoe_window` computes it and the snapshot names it, so the page can say what it shows.
+
+The chart is the last hour's peak concurrent viewers per minute (the concurrency reader's
+series for [now - 1 h, now), as `GET /data/views/concurrent` answers it by default), carried in
+every snapshot so that whoever may watch live sees it, whatever their key may query; `chart`
+packs it and marks the hour's peak.
 """
 
 from __future__ import annotations
@@ -16,13 +21,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 from typing import Any
 
 import orjson
 
-from aggregator.timebuckets import floor
+from aggregator.timebuckets import HOUR_MS, MINUTE_MS, floor
 
 QOE_RANGE_MS = 5 * 60_000
+CHART_RANGE_MS = HOUR_MS
 TOP_N = 10
 # (snapshot field, realtime dimension)
 BREAKDOWNS = (
@@ -95,12 +102,34 @@ def top(rows: Sequence[Mapping[str, Any]], dim: str, n: int = TOP_N) -> list[dic
     ]
 
 
+def chart(rows: Sequence[Mapping[str, int]]) -> dict[str, Any]:
+    """The per-minute chart from the concurrency reader's minute rows (consecutive minutes,
+    oldest first): `from` (the first minute's start), `stepMs`, `peaks` (one per minute) and
+    `peak`, the hour's largest minute (the earliest of equal ones), or None when nobody
+    watched. ValueError when the rows are not consecutive minutes."""
+    starts = [r["timestamp"] for r in rows]
+    if any(b - a != MINUTE_MS for a, b in pairwise(starts)):
+        raise ValueError("chart rows must be consecutive minutes, oldest first")
+    peaks = [r["peakConcurrentViewers"] for r in rows]
+    best: dict[str, int] | None = None
+    for start, value in zip(starts, peaks, strict=True):
+        if value > 0 and (best is None or value > best["peakConcurrentViewers"]):
+            best = {"timestamp": start, "peakConcurrentViewers": value}
+    return {
+        "from": starts[0] if starts else None,
+        "stepMs": MINUTE_MS,
+        "peaks": peaks,
+        "peak": best,
+    }
+
+
 def snapshot(
     *,
     now_ms: int,
     total: Sequence[Mapping[str, Any]],
     breakdowns: Mapping[str, Sequence[Mapping[str, Any]]],
     qoe_rows: Sequence[Mapping[str, Any]],
+    minute_peaks: Sequence[Mapping[str, int]],
     last_beacon_ms: int | None,
     thresholds: Thresholds,
     scope: Mapping[str, str | None],
@@ -108,7 +137,8 @@ def snapshot(
 ) -> dict[str, Any]:
     """One live event. `total` is the realtime reader's one row (or none), `breakdowns` its rows
     per dimension of `BREAKDOWNS`, `qoe_rows` the rollup reader's row for `qoe_window(now_ms)`
-    (one row without step, or none when there was no view)."""
+    (one row without step, or none when there was no view), `minute_peaks` the concurrency
+    reader's minute rows for [now_ms - CHART_RANGE_MS, now_ms)."""
     now = total[0] if total else {"viewCount": 0, "errorRate": 0.0}
     row = qoe_rows[0] if qoe_rows else {}
     start, end = qoe_window(now_ms)
@@ -125,6 +155,7 @@ def snapshot(
     for name, dim in BREAKDOWNS:
         out[name] = top(breakdowns.get(dim, ()), dim)
     out["qoe"] = qoe
+    out["lastHour"] = chart(minute_peaks)
     out["thresholds"] = asdict(thresholds)
     out["breaches"] = thresholds.breaches(qoe)
     return out

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from aggregator.metrics import OPTIONAL_FIELDS
-from api import params
+from api import live, params
 
 Schema = dict[str, Any]
 
@@ -127,6 +127,84 @@ def _array(items: Schema) -> Schema:
     return {"type": "array", "items": items}
 
 
+def _closed(description: str, properties: dict[str, Schema]) -> Schema:
+    return {
+        "type": "object",
+        "description": description,
+        "required": list(properties),
+        "properties": properties,
+        "additionalProperties": False,
+    }
+
+
+def _live_snapshot() -> Schema:
+    """The data of a `snapshot` event of `/live/stream` (`api/live.py` builds it)."""
+    ms: Schema = {"type": "integer", "description": "Epoch ms UTC."}
+    count: Schema = {"type": "integer", "minimum": 0}
+    share: Schema = {"type": "number", "minimum": 0, "maximum": 1}
+    by_qoe = {name: _metric(name) for name in live.QOE_FIELDS}
+    tops = {
+        name: _array(
+            _closed(
+                f"Viewers now by {dim}, most first (at most {live.TOP_N}).",
+                {dim: DIMENSION, "viewCount": count, "errorRate": share},
+            )
+        )
+        for name, dim in live.BREAKDOWNS
+    }
+    return _closed(
+        "The whole live page at `serverTime`; every event is complete.",
+        {
+            "serverTime": ms,
+            "intervalMs": {"type": "integer", "minimum": 1},
+            "scope": _closed(
+                "The filter watched.",
+                {
+                    "playbackId": {"type": ["string", "null"]},
+                    "creatorId": {"type": ["string", "null"]},
+                },
+            ),
+            "concurrentViewers": count | {"description": "Viewers now, as `/data/views/now`."},
+            "errorRateNow": share | {"description": "Of them, the share with an error."},
+            "lastBeaconMs": {
+                "type": ["integer", "null"],
+                "description": "The newest beacon the aggregator stored for the scope.",
+            },
+            **tops,
+            "qoe": _closed(
+                "Quality over [from, to): the rollups are hourly, so the last 5 minutes are read "
+                "from the start of their hour (5 to 65 minutes of data).",
+                {"from": ms, "to": ms, "viewCount": count, **by_qoe},
+            ),
+            "lastHour": _closed(
+                "Peak concurrent viewers per minute of the last hour: the series "
+                "`/data/views/concurrent` answers for the scope by default, whatever the key "
+                "may query, packed.",
+                {
+                    "from": {"type": ["integer", "null"], "description": "The first minute."},
+                    "stepMs": {"const": 60_000},
+                    "peaks": _array(count) | {"description": "One per minute from `from`."},
+                    "peak": {
+                        "oneOf": [
+                            {"$ref": "#/components/schemas/concurrent-viewers"},
+                            {"type": "null"},
+                        ],
+                        "description": "The hour's largest minute (the earliest of equal "
+                        "ones); null when nobody watched.",
+                    },
+                },
+            ),
+            "thresholds": _closed(
+                "Thresholds of the quality numbers.", {n: {"type": "number"} for n in by_qoe}
+            ),
+            "breaches": _closed(
+                "Quality numbers at or over their threshold.",
+                {n: {"type": "boolean"} for n in by_qoe},
+            ),
+        },
+    )
+
+
 SCHEMAS: Final[dict[str, Schema]] = {
     "error": ERROR,
     "viewership-metric": _row(
@@ -181,6 +259,7 @@ SCHEMAS: Final[dict[str, Schema]] = {
         },
         "additionalProperties": False,
     },
+    "live-snapshot": _live_snapshot(),
     "public-viewership-metric": {
         "type": "object",
         "description": "All-time views and playtime of a playback.",
@@ -462,7 +541,8 @@ def live_stream() -> dict[str, Schema]:
         "streamLive",
         "Live snapshots as Server-Sent Events",
         "Authorised by `token` (from `POST /api/live/token`), not by a header. Events: "
-        "`snapshot` (the whole live page's data, JSON) every interval, `unavailable` while the "
+        "`snapshot` (the whole live page's data, JSON: `live-snapshot`, with the last hour's "
+        "peak concurrent viewers per minute) every interval, `unavailable` while the "
         "store cannot be read, `revoked` when the key is revoked (then the stream ends).",
         [
             _query("token", {"type": "string"}, "A live token."),
@@ -482,7 +562,12 @@ def live_stream() -> dict[str, Schema]:
                     "required": ["event", "data"],
                     "properties": {
                         "event": {"enum": ["snapshot", "unavailable", "revoked"]},
-                        "data": {"type": "string", "contentMediaType": "application/json"},
+                        "data": {
+                            "type": "string",
+                            "contentMediaType": "application/json",
+                            "description": "JSON; a `snapshot` event's is a `live-snapshot`.",
+                            "contentSchema": _ref("live-snapshot"),
+                        },
                         "retry": {"type": "integer", "minimum": 0},
                     },
                     "additionalProperties": False,

@@ -4,7 +4,6 @@
 
 (() => {
   const KEY_STORE = "playpulse.liveKey";
-  const CHART_EVERY_MS = 10000;
   const $ = (sel) => document.querySelector(sel);
   const filters = new URLSearchParams(location.search);
   const scope = {};
@@ -30,7 +29,8 @@
   let reconnectTimer = null;
   let unavailable = null; // why the server could not read its data, while it cannot
   let chart = null;
-  let chartTimer = null;
+  let chartDrawn = null; // the lastHour last drawn, as JSON
+  let chartPeak = null;
 
   const fmt = {
     int: (v) => (v == null ? "–" : Math.round(v).toLocaleString("en-US")),
@@ -65,8 +65,6 @@
     if (source) source.close();
     source = null;
     clearTimeout(reconnectTimer);
-    clearInterval(chartTimer);
-    chartTimer = null;
     sessionStorage.removeItem(KEY_STORE);
     setStatus("refused", "refused");
     showKeyForm(message);
@@ -209,9 +207,12 @@
     fillTable("devices", "device", s.devices);
     fillTable("browsers", "browser", s.browsers);
     const q = s.qoe;
+    // Not "the last 5 minutes": the rollups are hourly, so the server reads from the start of
+    // the hour holding now - 5 min (5 to 65 minutes); say which stretch it is.
+    const minutes = Math.max(0, Math.floor((q.to - q.from) / 60000));
     $("#qoe-window").textContent =
-      `${fmt.hm(q.from)}–${fmt.hm(q.to)} UTC (${fmt.int(q.viewCount)} views; ` +
-      "hourly rollups: the last 5 minutes, widened to the start of their hour)";
+      `${fmt.hm(q.from)}–${fmt.hm(q.to)} UTC, the last ${minutes} min, ${fmt.int(q.viewCount)} views ` +
+      "(rollups are hourly: the last 5 minutes are read from the start of their hour)";
     for (const tile of document.querySelectorAll(".tile")) {
       const name = tile.dataset.metric;
       const value = q[name];
@@ -225,22 +226,18 @@
       }
       limit.textContent = `threshold ${QOE_FORMAT[name](s.thresholds[name])}`;
     }
+    drawChart(s.lastHour);
     checkStale();
-    if (!chartTimer) {
-      loadChart();
-      chartTimer = setInterval(loadChart, CHART_EVERY_MS);
-    }
   }
 
   // -- the per-minute chart ---------------------------------------------------------------
+  // Drawn from each snapshot's `lastHour` (peak concurrent viewers per minute, UTC, and the
+  // hour's peak, chosen by the server); redrawn only when it changed.
 
   function peakMarker(u) {
-    const ys = u.data[1];
-    let at = -1;
-    for (let i = 0; i < ys.length; i++) if (ys[i] != null && (at < 0 || ys[i] > ys[at])) at = i;
-    if (at < 0 || ys[at] <= 0) return;
-    const x = u.valToPos(u.data[0][at], "x", true);
-    const y = u.valToPos(ys[at], "y", true);
+    if (!chartPeak) return;
+    const x = u.valToPos(chartPeak.timestamp / 1000, "x", true);
+    const y = u.valToPos(chartPeak.peakConcurrentViewers, "y", true);
     const ctx = u.ctx;
     ctx.save();
     ctx.fillStyle = "#da3633";
@@ -250,14 +247,22 @@
     ctx.font = `${12 * devicePixelRatio}px system-ui, sans-serif`;
     ctx.fillStyle = "#e6edf3";
     ctx.textAlign = x > u.bbox.left + u.bbox.width * 0.8 ? "right" : "left";
-    ctx.fillText(`peak ${ys[at]}`, x + (ctx.textAlign === "left" ? 8 : -8) * devicePixelRatio, y - 8 * devicePixelRatio);
+    const label = `peak ${chartPeak.peakConcurrentViewers}`;
+    ctx.fillText(label, x + (ctx.textAlign === "left" ? 8 : -8) * devicePixelRatio, y - 8 * devicePixelRatio);
     ctx.restore();
   }
 
-  function drawChart(rows) {
-    const xs = rows.map((r) => r.timestamp / 1000);
-    const ys = rows.map((r) => r.peakConcurrentViewers);
+  function drawChart(h) {
+    const drawn = JSON.stringify(h);
+    if (drawn === chartDrawn) return;
+    chartDrawn = drawn;
+    chartPeak = h.peak;
+    const xs = h.peaks.map((_, i) => (h.from + i * h.stepMs) / 1000);
     const el = $("#chart");
+    el.dataset.from = String(h.from);
+    el.dataset.peaks = h.peaks.join(",");
+    el.dataset.peak = h.peak ? String(h.peak.peakConcurrentViewers) : "";
+    el.dataset.peakAt = h.peak ? String(h.peak.timestamp) : "";
     if (!chart) {
       chart = new uPlot(
         {
@@ -265,46 +270,27 @@
           height: 220,
           series: [{}, { label: "viewers", stroke: "#58a6ff", width: 2, fill: "rgba(88,166,255,0.12)" }],
           axes: [
-            { stroke: "#8b98a5", grid: { stroke: "#253040" }, ticks: { stroke: "#253040" } },
+            {
+              stroke: "#8b98a5", grid: { stroke: "#253040" }, ticks: { stroke: "#253040" },
+              values: (u, splits) => splits.map((v) => fmt.hm(v * 1000)), // 24 h UTC, as the title
+            },
             { stroke: "#8b98a5", grid: { stroke: "#253040" }, ticks: { stroke: "#253040" } },
           ],
           scales: { y: { range: (u, lo, hi) => [0, Math.max(5, Math.ceil(hi * 1.15))] } },
           hooks: { draw: [peakMarker] },
           tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
         },
-        [xs, ys],
+        [xs, h.peaks],
         el,
       );
       window.addEventListener("resize", () => chart.setSize({ width: Math.max(300, el.clientWidth), height: 220 }));
     } else {
-      chart.setData([xs, ys]);
+      chart.setData([xs, h.peaks]);
     }
-    let peak = null;
-    for (const r of rows) if (!peak || r.peakConcurrentViewers > peak.peakConcurrentViewers) peak = r;
-    $("#peak").textContent = peak && peak.peakConcurrentViewers > 0 ? `· peak ${fmt.int(peak.peakConcurrentViewers)} at ${fmt.hm(peak.timestamp)} UTC` : "";
-  }
-
-  async function loadChart() {
-    const now = Date.now();
-    const params = new URLSearchParams({ timeStep: "minute", from: String(now - 3600000), to: String(now), ...scope });
-    let resp;
-    try {
-      resp = await fetch(`/api/data/views/concurrent?${params}`, {
-        headers: { Authorization: `Bearer ${key()}` },
-        cache: "no-store",
-      });
-    } catch (_) {
-      return; // the stream's status already says the API is unreachable
-    }
-    const note = $("#chart-note");
-    if (!resp.ok) {
-      note.textContent = resp.status === 404
-        ? "This API does not serve the per-minute series (GET /api/data/views/concurrent)."
-        : `Per-minute series: ${await errorsOf(resp)}`;
-      return;
-    }
-    note.textContent = "";
-    drawChart(await resp.json());
+    $("#peak").textContent = h.peak
+      ? `· peak ${fmt.int(h.peak.peakConcurrentViewers)} at ${fmt.hm(h.peak.timestamp)} UTC`
+      : "";
+    $("#chart-note").textContent = h.peak ? "" : "Nobody watched in the last hour.";
   }
 
   // -- start --------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aggregator.timebuckets import HOUR_MS
+from aggregator.timebuckets import HOUR_MS, MINUTE_MS
 from api import live
 from api.live import Thresholds
 from api.settings import ApiSettings
@@ -113,6 +113,10 @@ def test_snapshot_names_its_window_scope_and_breaches() -> None:
                 "exitsBeforeStart": None,
             }
         ],
+        minute_peaks=[
+            {"timestamp": now - now % MINUTE_MS - MINUTE_MS, "peakConcurrentViewers": 9},
+            {"timestamp": now - now % MINUTE_MS, "peakConcurrentViewers": 7},
+        ],
         last_beacon_ms=now - 1200,
         thresholds=Thresholds(),
         scope={"playbackId": None, "creatorId": "cr-1"},
@@ -133,6 +137,13 @@ def test_snapshot_names_its_window_scope_and_breaches() -> None:
     }
     assert snap["scope"] == {"playbackId": None, "creatorId": "cr-1"}
     assert snap["lastBeaconMs"] == now - 1200
+    first = now - now % MINUTE_MS - MINUTE_MS
+    assert snap["lastHour"] == {
+        "from": first,
+        "stepMs": MINUTE_MS,
+        "peaks": [9, 7],
+        "peak": {"timestamp": first, "peakConcurrentViewers": 9},
+    }
 
 
 def test_snapshot_without_data_is_zero_and_nulls() -> None:
@@ -141,6 +152,7 @@ def test_snapshot_without_data_is_zero_and_nulls() -> None:
         total=[],
         breakdowns={},
         qoe_rows=[],
+        minute_peaks=[{"timestamp": HOUR_MS * 10, "peakConcurrentViewers": 0}],
         last_beacon_ms=None,
         thresholds=Thresholds(),
         scope={},
@@ -150,6 +162,36 @@ def test_snapshot_without_data_is_zero_and_nulls() -> None:
     assert snap["qoe"]["viewCount"] == 0
     assert all(snap["qoe"][name] is None for name in live.QOE_FIELDS)
     assert not any(snap["breaches"].values())
+    assert snap["lastHour"]["peaks"] == [0] and snap["lastHour"]["peak"] is None
+
+
+@given(
+    st.integers(0, 40_000_000).map(lambda m: m * MINUTE_MS),
+    st.lists(st.integers(0, 50), max_size=61),
+)
+def test_chart_marks_the_first_minute_of_the_largest_peak(start: int, peaks: list[int]) -> None:
+    rows = [
+        {"timestamp": start + i * MINUTE_MS, "peakConcurrentViewers": p}
+        for i, p in enumerate(peaks)
+    ]
+    got = live.chart(rows)
+    assert got["peaks"] == peaks and got["stepMs"] == MINUTE_MS
+    assert got["from"] == (start if peaks else None)
+    if not any(peaks):
+        assert got["peak"] is None  # nobody watched: nothing to mark
+        return
+    at = peaks.index(max(peaks))
+    assert got["peak"] == {"timestamp": start + at * MINUTE_MS, "peakConcurrentViewers": max(peaks)}
+
+
+@pytest.mark.parametrize("gap", [0, 2 * MINUTE_MS, -MINUTE_MS, 30_000])
+def test_chart_refuses_rows_that_are_not_consecutive_minutes(gap: int) -> None:
+    rows = [
+        {"timestamp": HOUR_MS, "peakConcurrentViewers": 1},
+        {"timestamp": HOUR_MS + gap, "peakConcurrentViewers": 2},
+    ]
+    with pytest.raises(ValueError, match="consecutive minutes"):
+        live.chart(rows)
 
 
 def test_sse_frames_one_event() -> None:

@@ -3,8 +3,10 @@ an aggregator worker, the API and simulated players, on the real Kafka and Redis
 
 The browser is Debian's `chromium`, driven through Debian's `chromedriver` by Selenium; nothing
 is downloaded at run time. The page must show the concurrent viewers that `/api/data/views/now`
-reports while the simulated audience joins and leaves, ride out the API and Redis restarting,
-refuse what it must, and leave a screenshot in `$PLAYPULSE_STATE/artifacts/live.png`.
+reports while the simulated audience joins and leaves, chart the last hour's peak concurrent
+viewers per minute as `/api/data/views/concurrent` reports them (also for a CORS key, which may
+not call that route), ride out the API and Redis restarting, refuse what it must, and leave a
+screenshot in `$PLAYPULSE_STATE/artifacts/live.png`.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from tests.conftest import REPO_DIR
 T = TypeVar("T")
 STATE = Path(os.environ.get("PLAYPULSE_STATE", REPO_DIR / ".state"))
 ARTIFACTS = STATE / "artifacts"
+Chart = tuple[int, list[int], int | None, int | None]  # first minute, peaks, peak, its minute
 
 
 def wait_for(check: Callable[[], T | None], timeout_s: float, what: str) -> T:
@@ -208,6 +211,52 @@ class Page:
         after = self.viewers()
         return now if before == now == after else None
 
+    def chart(self) -> Chart | None:
+        """The chart the page drew: (first minute, peaks per minute, marked peak, its minute)."""
+        el = self.b.find_element(By.ID, "chart")
+        start, peaks = el.get_attribute("data-from"), el.get_attribute("data-peaks")
+        if not start or peaks is None:
+            return None
+        peak, at = el.get_attribute("data-peak"), el.get_attribute("data-peak-at")
+        return (
+            int(start),
+            [int(p) for p in peaks.split(",") if p],
+            int(peak) if peak else None,
+            int(at) if at else None,
+        )
+
+    def matches_concurrent(self, key: str, **scope: str) -> Chart | None:
+        """The page's chart when it is the series `/views/concurrent` answers for the last hour
+        of the same scope, read between two page reads. A minute boundary between the reads
+        moves the window (and the open minute's peak can rise): those tries do not count."""
+        if self.status() != "live":
+            return None
+        before = self.chart()
+        rows = self.stack.api_json("/api/data/views/concurrent", key, **scope)
+        after = self.chart()
+        if before is None or before != after:
+            return None
+        start, peaks, _, _ = before
+        if [r["timestamp"] for r in rows][:1] != [start]:
+            return None
+        return before if [r["peakConcurrentViewers"] for r in rows] == peaks else None
+
+    def charts_the_hour(self, key: str, what: str, **scope: str) -> int:
+        """Waits for the chart to show `/views/concurrent`'s series with someone watching, and
+        checks the peak it marks: the series' maximum, at its first minute. Returns the peak."""
+
+        def watched() -> Chart | None:
+            got = self.matches_concurrent(key, **scope)
+            return got if got is not None and max(got[1], default=0) > 0 else None
+
+        start, peaks, peak, at = wait_for(watched, 60, what)
+        assert len(peaks) == 61  # the minute an hour ago, to the open minute
+        assert peak == max(peaks)
+        assert at == start + peaks.index(peak) * 60_000
+        assert f"peak {peak:,} at " in self.text("peak")
+        assert self.b.find_elements(By.CSS_SELECTOR, "#chart canvas")  # uPlot drew it
+        return peak
+
     def shows(self, key: str, want: Callable[[int], bool], what: str, **scope: str) -> int:
         return wait_for(
             lambda: n if (n := self.matches_now(key, **scope)) is not None and want(n) else None,
@@ -265,6 +314,9 @@ def test_live_page_follows_the_simulated_audience(stack: Stack, browser: webdriv
             30,
             "quality numbers over the views so far",
         )
+        # The chart: the last hour per minute as /views/concurrent has it, its peak marked.
+        peak_all = page.charts_the_hour(private, "the per-minute chart")
+        assert peak_all >= first
         browser.save_screenshot(str(ARTIFACTS / "live.png"))
 
         # The API restarts: the page says it is stale, then resumes by itself.
@@ -293,6 +345,7 @@ def test_live_page_follows_the_simulated_audience(stack: Stack, browser: webdriv
         assert "own creator" in error
         page.open("?creatorId=creator-a", key=cors)
         page.shows(private, lambda n: n > 0, "creator-a's viewers", creatorId="creator-a")
+        page.charts_the_hour(private, "creator-a's chart", creatorId="creator-a")
 
         # Everybody leaves: 30 s after their last beacon nobody is watching any more.
         players.send_signal(signal.SIGINT)

@@ -12,8 +12,15 @@ import orjson
 import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
+from jsonschema import Draft202012Validator
 from redis.asyncio import Redis
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 
+from aggregator.concurrency import SAMPLE_MS, PartitionConcurrency
+from aggregator.store import ConcurrencyWriter
+from aggregator.timebuckets import MINUTE_MS
+from api import openapi
 from api.app import create_app
 from api.auth import create_key, revoke_key
 from api.live import Thresholds
@@ -23,6 +30,33 @@ from ingest.settings import IngestSettings
 from tests.api.test_api_integration import NOW, ORIGIN, ms, seed
 
 TOKEN, STREAM = "/api/live/token", "/api/live/stream"
+SNAPSHOT = Draft202012Validator(
+    {"$ref": "urn:openapi#/components/schemas/live-snapshot"},
+    registry=Registry().with_resource(
+        "urn:openapi", Resource.from_contents(openapi.document(), DRAFT202012)
+    ),
+)
+
+
+async def seed_concurrency(redis: Redis) -> None:
+    """Concurrent viewers over the last hour, as two workers' concurrency writers store them:
+    pb-1 (cr-1) peaks at 2 at 11:50, pb-2 (cr-2) at 3 at 11:20 (the peak of all)."""
+    k = ms("2025-06-15T11:50:00") // SAMPLE_MS
+    p0, p1 = PartitionConcurrency(), PartitionConcurrency()
+    pb1, pb2 = (
+        ["all", "playbackId=pb-1", "creatorId=cr-1"],
+        ["all", "playbackId=pb-2", "creatorId=cr-2"],
+    )
+    p0.add(pb1, [(k, k + 6)])
+    p1.add(pb1, [(k + 3, k + 9)])
+    p1.add(pb2, [(k + 8, k + 10)])
+    p0.add(pb2, [(k - 360, k - 354)])
+    p1.add(pb2, [(k - 360, k - 350)])
+    p1.add(pb2, [(k - 358, k - 352)])
+    p0.add(pb1, [(NOW // SAMPLE_MS + 1, NOW // SAMPLE_MS + 7)])  # after "now": not counted yet
+    writer = ConcurrencyWriter(redis)
+    for partition, part in enumerate((p0, p1)):
+        await writer.write(partition, 1, part.take())
 
 
 @dataclass
@@ -52,7 +86,19 @@ class Live:
                 frame = (await resp.content.readuntil(b"\n\n")).decode()
                 fields = dict(line.split(": ", 1) for line in frame.strip().split("\n"))
                 out.append((fields["event"], orjson.loads(fields["data"])))
+                if fields["event"] == "snapshot":  # as the OpenAPI document describes it
+                    SNAPSHOT.validate(out[-1][1])
         return out
+
+    async def concurrent(self, **query: str) -> list[dict[str, int]]:
+        """`/views/concurrent` by minute over its default range (the last hour), private key."""
+        headers = {"Authorization": f"Bearer {self.keys['private']}"}
+        async with self.http.get(
+            "/api/data/views/concurrent", params=query, headers=headers
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+            rows: list[dict[str, int]] = await resp.json()
+            return rows
 
     async def stream_status(self, token: str, **query: str) -> tuple[int, Any]:
         async with self.http.get(STREAM, params={"token": token, **query}) as resp:
@@ -64,6 +110,7 @@ async def lv() -> AsyncIterator[Live]:
     redis = Redis.from_url(IngestSettings.from_env().redis_url)
     await redis.flushdb()
     await seed(redis)
+    await seed_concurrency(redis)
     made = {
         "private": await create_key(redis, kind="private"),
         "scoped": await create_key(redis, kind="private", creator_id="cr-1"),
@@ -184,3 +231,39 @@ async def test_open_streams_are_counted(lv: Live) -> None:
             break
         await asyncio.sleep(0.1)
     assert lv.metrics.live_streams._value.get() == 0
+
+
+def series(chart: dict[str, Any]) -> list[dict[str, int]]:
+    """The snapshot's chart as `/views/concurrent` rows."""
+    return [
+        {"timestamp": chart["from"] + i * chart["stepMs"], "peakConcurrentViewers": p}
+        for i, p in enumerate(chart["peaks"])
+    ]
+
+
+async def test_the_snapshot_carries_the_hours_chart_of_its_scope(lv: Live) -> None:
+    _, body = await lv.token("private")
+    (_, snap), *_ = await lv.events(body["token"], 1)
+    chart = snap["lastHour"]
+    rows = await lv.concurrent()
+    assert series(chart) == rows and len(rows) == 61  # 11:00 to the open minute, 12:00
+    assert chart["stepMs"] == MINUTE_MS
+    assert chart["peak"] == {"timestamp": ms("2025-06-15T11:20:00"), "peakConcurrentViewers": 3}
+    # Scoped: a CORS key of cr-1 (which may not call /views/concurrent) sees cr-1's chart.
+    _, body = await lv.token("cors-scoped", ORIGIN)
+    (_, snap), *_ = await lv.events(body["token"], 1)
+    assert snap["scope"] == {"playbackId": None, "creatorId": "cr-1"}
+    assert series(snap["lastHour"]) == await lv.concurrent(creatorId="cr-1")
+    assert snap["lastHour"]["peak"] == {
+        "timestamp": ms("2025-06-15T11:50:00"),
+        "peakConcurrentViewers": 2,
+    }
+    (_, snap), *_ = await lv.events(body["token"], 1, playbackId="pb-1")
+    assert series(snap["lastHour"]) == await lv.concurrent(playbackId="pb-1")
+
+
+def test_the_snapshot_schema_is_closed() -> None:
+    snap: dict[str, Any] = {"lastHour": {"from": 0, "stepMs": MINUTE_MS, "peaks": [], "peak": None}}
+    errors = [e.message for e in SNAPSHOT.iter_errors(snap | {"extra": 1})]
+    assert any("'extra' was unexpected" in e for e in errors)
+    assert any("'serverTime' is a required property" in e for e in errors)
