@@ -129,12 +129,14 @@ class PlaybackRegistry:
             "asset_id": playback.asset_id or "",
             "stream_id": playback.stream_id or "",
         }
+        # Listed before it exists: an interruption leaves an ID that lists nothing, never a
+        # playback that is not listed.
+        await self._redis.zadd(PLAYBACK_INDEX_KEY, {playback.playback_id: 0})
         key = PLAYBACK_KEY.format(playback.playback_id)
         async with self._redis.pipeline(transaction=True) as pipe:  # one key: one slot
             pipe.delete(key)
             pipe.hset(key, mapping=fields)  # type: ignore[arg-type]  # redis-py types the mapping invariantly
             await pipe.execute()
-        await self._redis.zadd(PLAYBACK_INDEX_KEY, {playback.playback_id: 0})
         if existing is not None:
             for field in _TARGET_KEYS:
                 old = existing.target(field)

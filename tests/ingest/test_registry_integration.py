@@ -112,3 +112,14 @@ async def test_pages_walk_every_playback_once_in_byte_order(registry: PlaybackRe
     full = await registry.page(limit=len(ids))
     assert len(full.playbacks) == len(ids) and full.next_cursor is None
     assert (await registry.page(after=seen[-1])).playbacks == ()
+
+
+async def test_an_id_listed_without_a_hash_lists_nothing(
+    registry: PlaybackRegistry, redis: Redis
+) -> None:
+    """What a put interrupted after listing, or a remove before unlisting, leaves."""
+    await registry.put(Playback("pb-1", "cr"))
+    await redis.zadd(PLAYBACK_INDEX_KEY, {"pb-0": 0})
+    page = await registry.page(limit=1)
+    assert (page.playbacks, page.next_cursor) == ((), "pb-0")
+    assert await registry.list() == [Playback("pb-1", "cr")]
