@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from aggregator import keys
 from aggregator.concurrency import PEAK_STEPS, Minutes, PeakStep, minute_peaks, step_peaks
-from aggregator.metrics import OPTIONAL_FIELDS, ZERO, Components, to_viewership
+from aggregator.metrics import OPTIONAL_FIELDS, Components, to_viewership
 from aggregator.rollups import RowWrite
 from aggregator.timebuckets import HOUR_MS, MINUTE_MS, Step, cover, floor, steps
 
@@ -136,7 +136,9 @@ class RollupReader:
 
         # A dimension that is the scope is constant within it; the others come from the tuple.
         positions = {d: group.dims.index(d) for d in (*breakdown, *filters) if d != scope_dim}
-        totals: dict[tuple[int, tuple[str | None, ...]], Components] = {}
+        # Summed as flat fields (counters and sketch buckets add alike), turned into Components
+        # once per row: building one per stored tuple was most of a query's time.
+        sums: dict[tuple[int, tuple[str | None, ...]], dict[str, int]] = {}
         for (bucket, _, _), raw in zip(plan, hashes, strict=True):
             for field, value in raw.items():
                 parsed = keys.parse_row_field(field)
@@ -149,7 +151,12 @@ class RollupReader:
                     scope_value if d == scope_dim else values[positions[d]] for d in breakdown
                 )
                 slot = (bucket, projected)
-                totals[slot] = totals.get(slot, ZERO) + Components.from_fields(orjson.loads(value))
+                acc = sums.get(slot)
+                if acc is None:
+                    acc = sums[slot] = {}
+                for name, number in orjson.loads(value).items():
+                    acc[name] = acc.get(name, 0) + number
+        totals = {slot: Components.from_fields(acc) for slot, acc in sums.items()}
 
         unique: dict[int, int] = {}
         if not breakdown and not filters:

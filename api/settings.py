@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Literal
 
 from limits import RateLimitItem
 
@@ -42,6 +42,9 @@ class ApiSettings:
     gauges_interval_s: float = 5.0
     # The live page: how often the stream pushes (at most 2 s), how long a stream token
     # opens the stream, and the quality thresholds it colours (`api.live.Thresholds.parse`).
+    # "keep": a metric asked for with no data, or an unknown dimension value, is null, as
+    # Livepeer's server answers; "omit": left out of the row, for Livepeer's JS SDK.
+    nulls: Literal["keep", "omit"] = "keep"
     live_interval_s: float = 1.0
     live_token_ttl_s: int = 600
     live_thresholds: Thresholds = field(default_factory=Thresholds)
@@ -53,6 +56,10 @@ class ApiSettings:
         live_interval = float(env.get("PLAYPULSE_LIVE_INTERVAL_S", d.live_interval_s))
         if not 0.1 <= live_interval <= 2.0:
             raise ValueError(f"PLAYPULSE_LIVE_INTERVAL_S must be in [0.1, 2], not {live_interval}")
+        raw_nulls = env.get("PLAYPULSE_API_NULLS", d.nulls)
+        if raw_nulls not in ("keep", "omit"):
+            raise ValueError(f"PLAYPULSE_API_NULLS must be keep or omit, not {raw_nulls!r}")
+        nulls: Literal["keep", "omit"] = "omit" if raw_nulls == "omit" else "keep"
         host, _, port = env.get("PLAYPULSE_API_ADDR", f"{d.host}:{d.port}").rpartition(":")
         return cls(
             host=host or d.host,
@@ -68,6 +75,7 @@ class ApiSettings:
             gauges_interval_s=float(
                 env.get("PLAYPULSE_API_GAUGES_INTERVAL_S", d.gauges_interval_s)
             ),
+            nulls=nulls,
             live_interval_s=live_interval,
             live_token_ttl_s=int(env.get("PLAYPULSE_LIVE_TOKEN_TTL_S", d.live_token_ttl_s)),
             live_thresholds=Thresholds.parse(env.get("PLAYPULSE_LIVE_THRESHOLDS", "")),

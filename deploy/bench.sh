@@ -19,3 +19,4 @@ cd "$REPO_DIR"
 "$PLAYPULSE_VENV/bin/python" -m tests.bench.bench_ingest "$@"
 "$PLAYPULSE_VENV/bin/python" -m tests.bench.bench_aggregate
 "$PLAYPULSE_VENV/bin/python" -m tests.bench.bench_pipeline
+"$PLAYPULSE_VENV/bin/python" -m tests.bench.bench_api

@@ -32,3 +32,18 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS"
   echo "$want" > "$stamp"
 fi
+
+# The official Livepeer JS SDK that tests/api/test_sdk_integration.py runs, pinned by its lock file.
+js_dir="$REPO_DIR/tests/api/livepeer_js"
+if command -v npm >/dev/null; then
+  js_stamp="$js_dir/node_modules/.lock.sha256"
+  js_want="$(sha256sum "$js_dir/package-lock.json" | cut -d' ' -f1)"
+  if [ "$(cat "$js_stamp" 2>/dev/null)" != "$js_want" ]; then
+    say "installing the Livepeer JS SDK for the tests (npm ci)"
+    if (cd "$js_dir" && npm ci --no-audit --no-fund --loglevel=error); then
+      echo "$js_want" > "$js_stamp"
+    else
+      say "warning: npm ci failed; the JS SDK test retries it, and skips only if npm is unreachable"
+    fi
+  fi
+fi

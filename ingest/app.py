@@ -9,6 +9,7 @@ valid events of a partly bad one.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -46,12 +47,14 @@ GEO = web.AppKey("geo", GeoLocator)
 REDIS = web.AppKey("redis", Redis)
 
 
+JSON_HEADERS = {**CORS_HEADERS, "Content-Type": "application/json"}
+
+
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
         status=status,
         body=orjson.dumps(body),
-        content_type="application/json",
-        headers={**CORS_HEADERS, **(headers or {})},
+        headers={**JSON_HEADERS, **headers} if headers else JSON_HEADERS,
     )
 
 
@@ -64,6 +67,14 @@ class Collector:
 
     def __init__(self, app: web.Application) -> None:
         self.app = app
+        metrics = app[METRICS]
+        # The hot path's metric children, bound once: a labels() lookup costs more than an inc().
+        self._envelopes_accepted = metrics.envelopes.labels("accepted", "")
+        self._events_accepted = metrics.events.labels("accepted", "")
+        self._events_invalid = metrics.events.labels("rejected", "invalid_event")
+        self._request_seconds: dict[int, Any] = {}
+        # Read when scraped, instead of two updates per request.
+        metrics.in_flight.set_function(lambda: app[SINK].in_flight)
 
     @property
     def settings(self) -> IngestSettings:
@@ -88,9 +99,12 @@ class Collector:
     async def log(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         response = await self._log(request)
-        self.metrics.request_seconds.labels(str(response.status)).observe(
-            time.perf_counter() - started
-        )
+        status = response.status
+        histogram = self._request_seconds.get(status)
+        if histogram is None:  # statuses are a handful: bound on first use
+            histogram = self.metrics.request_seconds.labels(str(status))
+            self._request_seconds[status] = histogram
+        histogram.observe(time.perf_counter() - started)
         return response
 
     async def _log(self, request: web.Request) -> web.Response:
@@ -115,18 +129,22 @@ class Collector:
             return self._reject(400, exc.reason, 0, *exc.problems)
         rejected = len(envelope.rejected)
         if rejected:
-            self.metrics.events.labels("rejected", "invalid_event").inc(rejected)
+            self._events_invalid.inc(rejected)
 
         playback_id = envelope.fields["playback_id"]
+        registry = self.app[REGISTRY]
         try:
-            playback = await self.app[REGISTRY].lookup(playback_id)
-        except RedisError:
-            log.warning("playback registry unreachable", exc_info=True)
-            return self._unavailable(
-                "registry_unavailable",
-                len(envelope.events),
-                "playback registry unavailable, retry later",
-            )
+            playback = registry.cached(playback_id)  # no await for the common case
+        except KeyError:
+            try:
+                playback = await registry.lookup(playback_id)
+            except RedisError:
+                log.warning("playback registry unreachable", exc_info=True)
+                return self._unavailable(
+                    "registry_unavailable",
+                    len(envelope.events),
+                    "playback registry unavailable, retry later",
+                )
         if playback is None and settings.strict_playbacks:
             return self._reject(
                 403,
@@ -138,7 +156,6 @@ class Collector:
         server_ts_ms = time.time_ns() // 1_000_000
         record = self._record(request, envelope, playback, server_ts_ms)
         produce_started = time.perf_counter()
-        self.metrics.in_flight.inc()
         try:
             await self.app[SINK].publish(envelope.fields["session_id"].encode(), record)
         except SinkUnavailable as exc:
@@ -147,11 +164,9 @@ class Collector:
                 len(envelope.events),
                 f"event store unavailable ({exc.reason}), retry later",
             )
-        finally:
-            self.metrics.in_flight.dec()
         self.metrics.produce_seconds.observe(time.perf_counter() - produce_started)
-        self.metrics.envelopes.labels("accepted", "").inc()
-        self.metrics.events.labels("accepted", "").inc(len(envelope.events))
+        self._envelopes_accepted.inc()
+        self._events_accepted.inc(len(envelope.events))
         return _json(
             200,
             {
@@ -260,9 +275,21 @@ def create_app(
     return app
 
 
+# Young-generation collections every 20 000 allocations instead of 700: a 20-event request
+# allocates a few hundred containers, and at the default the cyclic GC ran every few requests
+# (measured: about a fifth of the collector's CPU per request under load).
+GC_THRESHOLD = (20_000, 10, 10)
+
+
 def main(argv: list[str] | None = None) -> None:
     settings = IngestSettings.from_env()
-    serve(create_app(settings), settings.host, settings.port)
+    app = create_app(settings)
+    # What exists now (modules, regexes, the app) lives as long as the process: keep it out of
+    # every later collection.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+    serve(app, settings.host, settings.port)
 
 
 def serve(app: web.Application, host: str, port: int) -> None:

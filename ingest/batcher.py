@@ -16,6 +16,7 @@ bound: each request waits for its own batch, and the sink bounds how long that t
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 
 from aiokafka.partitioner import murmur2
@@ -23,6 +24,7 @@ from aiokafka.partitioner import murmur2
 Send = Callable[[int, bytes], Awaitable[None]]
 
 
+@functools.lru_cache(maxsize=16384)  # murmur2 is pure Python; a session posts every 5 s
 def partition_for(session_id: bytes, partitions: int) -> int:
     """Kafka's default partitioner on the session id (Java client and aiokafka agree)."""
     return (murmur2(session_id) & 0x7FFFFFFF) % partitions

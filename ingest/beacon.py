@@ -3,7 +3,10 @@
 The format is the Livepeer player's (`@livepeer/core` `metrics-new.ts`), posted unchanged,
 plus the optional extensions of research/metrics.md section 5. `schema/beacon.schema.json`
 describes the same format as a JSON Schema (draft 2020-12) for other tools; this module checks
-it by hand because it runs on every request (~30 µs for an envelope of 20 heartbeats).
+it by hand, with a fast path: `validate_envelope` first converts the document to msgspec types
+built from the same field table (~6 µs for 20 heartbeats, against ~28 µs by hand). Those types
+accept only what the hand-written rules accept, and anything they refuse goes through the rules
+by hand, which alone word the problems; so the fast path changes the speed, never the answer.
 
 A partly bad envelope is handled at two levels:
 
@@ -34,11 +37,14 @@ Rules beyond plain JSON types:
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal, NamedTuple
+from typing import Annotated, Any, Final, Literal, NamedTuple
 
+import msgspec
 import orjson
 
 # Ids become Kafka and Redis keys; the player's are 22-character nanoids.
@@ -116,6 +122,13 @@ def validate_envelope(doc: Any, *, max_events: int) -> Envelope:
 
     `doc` is not modified; the returned fields and events are the objects that were sent.
     """
+    if _all_valid(doc, max_events):
+        fields = {key: value for key, value in doc.items() if key != "events"}
+        return Envelope(fields=fields, events=tuple(doc["events"]), rejected=())
+    return _validate_by_hand(doc, max_events=max_events)
+
+
+def _validate_by_hand(doc: Any, *, max_events: int) -> Envelope:
     if type(doc) is not dict:
         raise InvalidBeacon(("body: must be a JSON object",), reason="invalid_envelope")
     problems = _problems(doc, _ENVELOPE)
@@ -178,6 +191,8 @@ class _Field(NamedTuple):
     low: int
     high: int
     check: Check
+    # The msgspec type of the fast path: it must accept only values `check` accepts.
+    spec: Any
 
 
 def _number_reason(value: Any, *, signed: bool, nullable: bool) -> str | None:
@@ -197,11 +212,19 @@ def _number_reason(value: Any, *, signed: bool, nullable: bool) -> str | None:
     return None
 
 
+def _number_spec(low: int) -> Any:
+    """JSON numbers from `low` to MAX_SAFE_NUMBER; msgspec refuses bools, NaN and infinities."""
+    bounds = msgspec.Meta(ge=low, le=MAX_SAFE_NUMBER)
+    return Annotated[int, bounds] | Annotated[float, bounds]
+
+
 def _number(*, signed: bool = False, nullable: bool = False) -> _Field:
     def check(value: Any) -> str | None:
         return _number_reason(value, signed=signed, nullable=nullable)
 
-    return _Field(_NUMBER, -MAX_SAFE_NUMBER if signed else 0, MAX_SAFE_NUMBER, check)
+    low = -MAX_SAFE_NUMBER if signed else 0
+    spec = _number_spec(low)
+    return _Field(_NUMBER, low, MAX_SAFE_NUMBER, check, spec | None if nullable else spec)
 
 
 def _string(cap: int, *, nullable: bool = False, non_empty: bool = False) -> _Field:
@@ -216,7 +239,8 @@ def _string(cap: int, *, nullable: bool = False, non_empty: bool = False) -> _Fi
             return None
         return "must be a string or null" if nullable else "must be a string"
 
-    return _Field(_STRING, 1 if non_empty else 0, cap, check)
+    spec = Annotated[str, msgspec.Meta(min_length=1 if non_empty else 0, max_length=cap)]
+    return _Field(_STRING, 1 if non_empty else 0, cap, check, spec | None if nullable else spec)
 
 
 def _bool_or_null(value: Any) -> str | None:
@@ -241,8 +265,8 @@ def _text_or_number_or_null(value: Any) -> str | None:
     return "must be a string, a number or null" if reason == _NOT_NUMBER_OR_NULL else reason
 
 
-def _other(check: Check) -> _Field:
-    return _Field(_OTHER, 0, 0, check)
+def _other(check: Check, spec: Any) -> _Field:
+    return _Field(_OTHER, 0, 0, check, spec)
 
 
 _ID: Final = _string(MAX_ID_CHARS, non_empty=True)
@@ -255,9 +279,14 @@ _MESSAGE: Final = _string(MAX_MESSAGE_CHARS)
 _NON_NEGATIVE: Final = _number()
 _NON_NEGATIVE_OR_NULL: Final = _number(nullable=True)
 _NUMBER_OR_NULL: Final = _number(signed=True, nullable=True)
-_BOOL_OR_NULL: Final = _other(_bool_or_null)
-_INTEGER_OR_NULL: Final = _other(_integer_or_null)
-_TEXT_OR_NUMBER_OR_NULL: Final = _other(_text_or_number_or_null)
+_BOOL_OR_NULL: Final = _other(_bool_or_null, bool | None)
+# Integral floats (3.0) are valid too, but left to the rules by hand.
+_INTEGER_OR_NULL: Final = _other(
+    _integer_or_null, Annotated[int, msgspec.Meta(ge=0, le=MAX_SAFE_NUMBER)] | None
+)
+_TEXT_OR_NUMBER_OR_NULL: Final = _other(
+    _text_or_number_or_null, _TEXT.spec | _number_spec(-MAX_SAFE_NUMBER) | None
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,6 +389,75 @@ _EVENT_SHAPES: Final = {
     "seek": _EVENT.extend(optional={"payload": _NUMBER_OR_NULL}),
     "video-quality": _EVENT.extend(optional={"payload": _TEXT_OR_NULL}),
 }
+
+
+# Event types the fast path knows; an event of any other type sends its envelope the slow way.
+_PLAIN_EVENT_TYPES: Final = (
+    "play",
+    "pause",
+    "first-frame",
+    "ended",
+    "can-play",
+    "enter-fullscreen",
+    "exit-fullscreen",
+    "enter-pip",
+    "exit-pip",
+)
+
+
+def _fast_struct(
+    name: str, shape: _Shape, *, more: tuple[tuple[str, Any], ...] = (), **options: Any
+) -> Any:
+    """A msgspec Struct accepting the objects that have no problem against `shape`.
+
+    `more` adds required fields. Unknown fields are ignored (kept in the document, never
+    checked), as by hand; optional fields default to None, a default msgspec never checks.
+    """
+    fields = shape.fields
+    return msgspec.defstruct(
+        name,
+        [
+            *((field, fields[field].spec) for field in shape.required),
+            *more,
+            *((f, v.spec, None) for f, v in fields.items() if f not in shape.required_set),
+        ],
+        **options,
+    )
+
+
+def _fast_event(kind: str, shape: _Shape) -> Any:
+    # The event's type is the union's tag, checked by the union, not a field of the struct.
+    untyped = _Shape.of(
+        required={f: shape.fields[f] for f in shape.required if f != "type"},
+        optional={f: v for f, v in shape.fields.items() if f not in shape.required_set},
+    )
+    return _fast_struct(f"_FastEvent_{kind}", untyped, tag_field="type", tag=kind)
+
+
+_FAST_EVENT: Final = functools.reduce(
+    operator.or_,
+    [_fast_event(kind, shape) for kind, shape in _EVENT_SHAPES.items()]
+    + [_fast_event(kind, _EVENT) for kind in _PLAIN_EVENT_TYPES],
+)
+_FAST_ENVELOPE: Final = _fast_struct(
+    "_FastEnvelope",
+    _ENVELOPE,
+    more=(("events", list[_FAST_EVENT]),),  # type: ignore[valid-type]
+)
+
+
+def _all_valid(doc: Any, max_events: int) -> bool:
+    """True when `doc` is an envelope whose fields and events all pass (the fast path)."""
+    if type(doc) is not dict:
+        return False
+    events = doc.get("events")
+    if type(events) is not list or not 0 < len(events) <= max_events:
+        return False
+    try:
+        msgspec.convert(doc, _FAST_ENVELOPE)
+    except msgspec.ValidationError:
+        return False
+    return True
 
 
 def _event_problems(event: dict[str, Any]) -> list[str]:

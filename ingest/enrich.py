@@ -338,6 +338,10 @@ def _trusted(address: _Address, trusted_proxies: tuple[IPNetwork, ...]) -> bool:
     return any(address in network for network in trusted_proxies)
 
 
+# Clients post every few seconds from the same address: answers are memoized, for headers this short.
+_MEMO_MAX_FORWARDED_CHARS = 256
+
+
 def client_ip(
     peer: str | None, forwarded_for: str | None, trusted_proxies: tuple[IPNetwork, ...]
 ) -> str | None:
@@ -348,6 +352,14 @@ def client_ip(
     stops the walk: everything to its left may be forged, so the last trusted hop is returned.
     Returns None only when the peer itself is unknown or not an address.
     """
+    if forwarded_for is not None and len(forwarded_for) > _MEMO_MAX_FORWARDED_CHARS:
+        return _client_ip(peer, forwarded_for, trusted_proxies)
+    return _client_ip_memo(peer, forwarded_for, trusted_proxies)
+
+
+def _client_ip(
+    peer: str | None, forwarded_for: str | None, trusted_proxies: tuple[IPNetwork, ...]
+) -> str | None:
     address = _address(peer)
     if address is None:
         return None
@@ -360,6 +372,9 @@ def client_ip(
             if not _trusted(hop, trusted_proxies):
                 break
     return str(address)
+
+
+_client_ip_memo = functools.lru_cache(maxsize=8192)(_client_ip)
 
 
 def viewer_hash(

@@ -167,6 +167,10 @@ class PlaybackRegistry:
         """Reads Redis, bypassing the cache."""
         return _playback(playback_id, await self._redis.hgetall(PLAYBACK_KEY.format(playback_id)))
 
+    def cached(self, playback_id: str) -> Playback | None:
+        """The cached answer, without I/O; raises KeyError when nothing is cached."""
+        return self._cache[playback_id]
+
     async def lookup(self, playback_id: str) -> Playback | None:
         """Cached read for the hot path; raises the Redis error when there is nothing cached."""
         try:

@@ -2,7 +2,11 @@
 
 Prints events/s and accept latency (p50/p99, from wrk) for envelopes of 1 and of 20 events posted
 to a real `playpulse ingest` process on loopback, and the events/s that a bare idempotent aiokafka
-producer reaches writing the same envelopes, one record each, as a ratio. Not a test: it asserts nothing, it reports.
+producer reaches writing the same envelopes, one record each, as a ratio. The producer writes the
+very record the collector would write for one envelope (enriched, in the `beacons` format), and is
+measured just before and just after the collector, so that a neighbour's load drifting during the
+run weighs on both sides; the ratio is against the mean of the two. Not a test: it asserts
+nothing, it reports.
 
 usage: python -m tests.bench.bench_ingest [--seconds S] [--connections C]
 """
@@ -13,6 +17,7 @@ import argparse
 import asyncio
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,7 +28,9 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from ingest.record import encode_record
+from ingest.beacon import parse_beacon
+from ingest.enrich import NO_GEO, dimensions, parse_user_agent
+from ingest.record import encode_record, envelope_item
 from ingest.settings import IngestSettings
 
 REPO_DIR = Path(__file__).resolve().parents[2]
@@ -75,6 +82,7 @@ async def producer_ceiling(
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap,
         enable_idempotence=True,
+        acks="all",
         linger_ms=2,
         max_batch_size=256 * 1024,
         max_request_size=4 * 1024 * 1024,
@@ -98,6 +106,20 @@ async def producer_ceiling(
     finally:
         await producer.stop()
     return sent * n_events / elapsed
+
+
+def collector_record(body: bytes) -> bytes:
+    """The record the collector writes for `body` alone (no playback registered, no location)."""
+    envelope = parse_beacon(body, max_events=1000)
+    fields = envelope.fields
+    item = envelope_item(
+        envelope,
+        server_ts_ms=time.time_ns() // 1_000_000,
+        viewer_hash=fields["uid"],
+        dims=dimensions(parse_user_agent(fields["user_agent"]), NO_GEO),
+        playback=None,
+    )
+    return encode_record([item])
 
 
 def wrk(url: str, body: bytes, seconds: float, connections: int) -> tuple[float, str, str]:
@@ -136,7 +158,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=128)
     args = parser.parse_args()
     settings = IngestSettings.from_env()
-    env = {**os.environ, "PLAYPULSE_INGEST_ADDR": "127.0.0.1:18181"}
+    # A free port: other benchmark runs may share the machine.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "PLAYPULSE_INGEST_ADDR": f"127.0.0.1:{port}"}
     collector = subprocess.Popen(
         [sys.executable, "-m", "api.cli", "ingest"],
         env=env,
@@ -144,11 +171,9 @@ def main() -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        url = "http://127.0.0.1:18181/analytics/log"
+        url = f"{base}/analytics/log"
         for _ in range(300):
-            ready = subprocess.run(
-                ["curl", "-fs", "http://127.0.0.1:18181/readyz"], capture_output=True
-            )
+            ready = subprocess.run(["curl", "-fs", f"{base}/readyz"], capture_output=True)
             if ready.returncode == 0:
                 break
             time.sleep(0.1)
@@ -160,33 +185,22 @@ def main() -> None:
         )
         print(
             f"{'envelope':>10} {'collector ev/s':>15} {'p50':>9} {'p99':>9} "
-            f"{'raw producer ev/s':>18} {'ratio':>6}"
+            f"{'raw producer ev/s (before/after)':>34} {'ratio':>6}"
         )
         for n_events in (1, 20):
             doc = make_envelope(n_events)
             body = orjson.dumps(doc)
+            # The ceiling: a bare producer writing each envelope as its own record, the record the
+            # collector would write for it (the collector coalesces concurrent envelopes per partition).
+            record = collector_record(body)
+            before = asyncio.run(producer_ceiling(settings, record, n_events, args.seconds))
             rps, p50, p99 = wrk(url, body, args.seconds, args.connections)
-            # The ceiling: a bare producer writing each envelope as its own record, in the
-            # collector's format (the collector coalesces concurrent envelopes per partition).
-            record = encode_record(
-                [
-                    orjson.dumps(
-                        {
-                            "server_timestamp": 0,
-                            "envelope": doc,
-                            "viewer_hash": "x" * 64,
-                            "playback": {},
-                            "dims": {},
-                            "events": doc["events"],
-                        }
-                    )
-                ]
-            )
-            raw = asyncio.run(producer_ceiling(settings, record, n_events, args.seconds))
+            after = asyncio.run(producer_ceiling(settings, record, n_events, args.seconds))
+            raw = (before + after) / 2
             collector_eps = rps * n_events
             print(
-                f"{n_events:>7} ev {collector_eps:>15,.0f} {p50:>9} {p99:>9} {raw:>18,.0f} "
-                f"{collector_eps / raw:>6.2f}"
+                f"{n_events:>7} ev {collector_eps:>15,.0f} {p50:>9} {p99:>9} "
+                f"{f'{raw:,.0f} ({before:,.0f}/{after:,.0f})':>34} {collector_eps / raw:>6.2f}"
             )
     finally:
         collector.terminate()
