@@ -34,7 +34,7 @@ from aggregator.definitions import CONCURRENCY_WINDOW_MS
 from aggregator.keys import ALIVE_KEY
 from aggregator.store import ALL_FIELDS, ConcurrencyReader, RealtimeReader, RollupReader
 from aggregator.timebuckets import Step, steps
-from api import live, openapi, params
+from api import live, openapi, params, playbacks
 from api.auth import (
     ApiKey,
     AuthError,
@@ -50,13 +50,13 @@ from api.ratelimit import RateLimited, RateLimiter, identity
 from api.settings import ApiSettings
 from ingest.app import serve
 from ingest.enrich import client_ip
-from ingest.registry import PlaybackRegistry
+from ingest.registry import PlaybackRegistry, RegistryConflict
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Clock = Callable[[], int]
-Access = Literal["private", "cors", "public"]
+Access = Literal["private", "cors", "public", "admin"]
 Snapshot = dict[str, Any]
 
 SETTINGS = web.AppKey("settings", ApiSettings)
@@ -191,8 +191,9 @@ class Api:
             self.app[METRICS].redis_seconds.labels(op).observe(time.perf_counter() - started)
 
     async def _count(self, request: web.Request, key: ApiKey | None) -> None:
-        """Counts the request against its private key, else its client IP (429 when over)."""
-        private_id = key.key_id if key is not None and key.kind == "private" else None
+        """Counts the request against its private or admin key, else its client IP (429 when
+        over)."""
+        private_id = key.key_id if key is not None and key.kind != "cors" else None
         ip = None
         if private_id is None:
             forwarded = ", ".join(request.headers.getall("X-Forwarded-For", [])) or None
@@ -211,6 +212,10 @@ class Api:
         await self._count(request, key)  # an unknown key counts against its IP: no guessing
         if key is None:
             raise AuthError(401, "authorization: unknown or revoked API key")
+        if access == "admin" and key.kind != "admin":
+            raise AuthError(403, "authorization: this endpoint needs an admin key")
+        if key.kind == "admin" and access != "admin":
+            raise AuthError(403, "authorization: admin keys open only /api/admin endpoints")
         if key.kind == "cors":
             if access == "private":
                 raise AuthError(403, "authorization: CORS keys cannot call this endpoint")
@@ -609,6 +614,51 @@ class Api:
             headers={"Content-Type": CONTENT_TYPE_LATEST},
         )
 
+    # -- the playback registry, for admin keys (`api.playbacks`, `ingest.registry`) ----------
+
+    async def admin_list_playbacks(self, request: web.Request) -> web.Response:
+        await self._authorize(request, "admin")
+        q = playbacks.list_query(request.query.items())
+        page = await self._redis("registry", self.registry.page(after=q.cursor, limit=q.limit))
+        body = {"playbacks": [p.to_json() for p in page.playbacks], "nextCursor": page.next_cursor}
+        return _json(200, body)
+
+    async def admin_get_playback(self, request: web.Request) -> web.Response:
+        await self._authorize(request, "admin")
+        playback_id = params.playback_path(request.match_info["playbackId"])
+        playback = await self._redis("registry", self.registry.fetch(playback_id))
+        if playback is None:
+            raise NotFound(f"playbackId: {playback_id!r} not found")
+        return _json(200, playback.to_json())
+
+    async def admin_put_playback(self, request: web.Request) -> web.Response:
+        await self._authorize(request, "admin")
+        playback_id = params.playback_path(request.match_info["playbackId"])
+        body = await _read_body(request, playbacks.MAX_BODY_BYTES)
+        playback = playbacks.playback_body(playback_id, body)
+        created = await self._redis("registry", self.registry.put(playback))
+        return _json(201 if created else 200, playback.to_json())
+
+    async def admin_delete_playback(self, request: web.Request) -> web.Response:
+        await self._authorize(request, "admin")
+        playback_id = params.playback_path(request.match_info["playbackId"])
+        if not await self._redis("registry", self.registry.remove(playback_id)):
+            raise NotFound(f"playbackId: {playback_id!r} not found")
+        return web.Response(status=204)
+
+
+async def _read_body(request: web.Request, limit_bytes: int) -> bytes:
+    """The body, refused (413) past `limit_bytes` by its Content-Length or as it is read."""
+    if request.content_length is not None and request.content_length > limit_bytes:
+        raise playbacks.BodyTooLarge(limit_bytes)
+    chunks, size = [], 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit_bytes:
+            raise playbacks.BodyTooLarge(limit_bytes)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
 
 def _route(request: web.Request) -> str:
     resource = request.match_info.route.resource
@@ -628,6 +678,10 @@ async def _edge(request: web.Request, handler: Any) -> web.StreamResponse:
         response = _errors(exc.status, exc.reason)
     except NotFound as exc:
         response = _errors(404, exc.reason)
+    except RegistryConflict as exc:
+        response = _errors(409, str(exc))
+    except playbacks.BodyTooLarge as exc:
+        response = _errors(413, str(exc))
     except RateLimited as exc:
         response = _errors(
             429,
@@ -697,6 +751,10 @@ def create_app(
     r.add_get("/readyz", api.readyz)
     r.add_get("/metrics", api.metrics_view)
     r.add_get("/openapi.json", api.openapi_json)
+    r.add_get("/api/admin/playbacks", api.admin_list_playbacks)
+    r.add_get("/api/admin/playbacks/{playbackId}", api.admin_get_playback)
+    r.add_put("/api/admin/playbacks/{playbackId}", api.admin_put_playback)
+    r.add_delete("/api/admin/playbacks/{playbackId}", api.admin_delete_playback)
 
     async def lifespan(app: web.Application) -> AsyncIterator[None]:
         gauges = asyncio.create_task(api.keep_gauges(settings.gauges_interval_s))

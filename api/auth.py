@@ -1,9 +1,13 @@
 """API keys: created and revoked by an admin (the `playpulse keys` CLI), checked on every request.
 
-Two kinds, like Livepeer's: a *private* key is a server-side secret and opens every endpoint; a
-*CORS* key is embedded in web pages, so it is only accepted from its allowed origins and only on
-the endpoints that allow it (`/data/views/query/creator` and the public total). Either kind may
-be scoped to one creator: it then sees only that creator's data.
+Two kinds, like Livepeer's: a *private* key is a server-side secret and opens every metrics
+endpoint; a *CORS* key is embedded in web pages, so it is only accepted from its allowed origins
+and only on the endpoints that allow it (`/data/views/query/creator` and the public total).
+Either kind may be scoped to one creator: it then sees only that creator's data. A third kind,
+ours, an *admin* key, opens only `/api/admin/*` (the playback registry), and no metrics
+endpoint: whoever manages playbacks (a platform's backend) need not read viewers' data, and a
+leaked metrics key cannot reassign playbacks to another creator. It takes no origins and no
+creator scope.
 
 The secret is shown once, by `create_key`; Redis keeps only its SHA-256, so a leaked database
 does not leak usable keys. A request's bearer secret is hashed and looked up by that hash (the
@@ -39,7 +43,7 @@ from typing import Final, Literal, get_args
 import orjson
 from redis.asyncio import Redis
 
-KeyKind = Literal["private", "cors"]
+KeyKind = Literal["private", "cors", "admin"]
 KEY_KINDS: Final[tuple[KeyKind, ...]] = get_args(KeyKind)
 
 KEY_BY_HASH: Final = "pp:apikey:{}"
@@ -101,15 +105,18 @@ async def create_key(
 ) -> tuple[str, str]:
     """(key_id, secret). The secret is not stored and cannot be shown again.
 
-    A CORS key needs at least one origin; a private key takes none. ValueError otherwise.
+    A CORS key needs at least one origin; private and admin keys take none, and an admin key
+    no creator scope. ValueError otherwise.
     """
     if kind not in KEY_KINDS:
         raise ValueError(f"kind must be one of {KEY_KINDS}, not {kind!r}")
     allowed = tuple(dict.fromkeys(normalize_origin(o) for o in origins))
     if kind == "cors" and not allowed:
         raise ValueError("a CORS key needs at least one allowed origin")
-    if kind == "private" and allowed:
-        raise ValueError("a private key takes no origins (it must not be used in browsers)")
+    if kind != "cors" and allowed:
+        raise ValueError(f"a {kind} key takes no origins (it must not be used in browsers)")
+    if kind == "admin" and creator_id:
+        raise ValueError("an admin key manages every creator's playbacks: it takes no creator")
     key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
     digest = hash_secret(secret)
     fields = {

@@ -25,7 +25,7 @@ def _stack(action: str) -> int:
 async def _playbacks(args: argparse.Namespace) -> int:
     from redis.asyncio import Redis
 
-    from ingest.registry import Playback, PlaybackRegistry
+    from ingest.registry import Playback, PlaybackRegistry, RegistryConflict
     from ingest.settings import IngestSettings
 
     settings = IngestSettings.from_env()
@@ -33,7 +33,12 @@ async def _playbacks(args: argparse.Namespace) -> int:
     registry = PlaybackRegistry(redis, cache_s=0.001)
     try:
         if args.playbacks_cmd == "add":
-            await registry.add(Playback(args.playback_id, args.creator, args.asset, args.stream))
+            playback = Playback(args.playback_id, args.creator, args.asset, args.stream)
+            try:
+                await registry.put(playback)
+            except RegistryConflict as exc:
+                print(exc, file=sys.stderr)
+                return 1
             print(f"registered {args.playback_id}")
         elif args.playbacks_cmd == "remove":
             if not await registry.remove(args.playback_id):
@@ -47,7 +52,7 @@ async def _playbacks(args: argparse.Namespace) -> int:
                 await registry.add(Playback(e.playback_id, e.creator_id, e.asset_id, e.stream_id))
             print(f"registered {len(CATALOGUE)} demo playbacks")
         else:
-            for p in await registry.list():
+            async for p in registry.each():
                 print(
                     f"{p.playback_id}\tcreator={p.creator_id or '-'}\t"
                     f"asset={p.asset_id or '-'}\tstream={p.stream_id or '-'}"
@@ -66,13 +71,17 @@ async def _keys(args: argparse.Namespace) -> int:
     redis = Redis.from_url(ApiSettings.from_env().redis_url)
     try:
         if args.keys_cmd == "create":
-            key_id, secret = await create_key(
-                redis,
-                kind=args.kind,
-                origins=args.origin or (),
-                creator_id=args.creator,
-                name=args.name,
-            )
+            try:
+                key_id, secret = await create_key(
+                    redis,
+                    kind=args.kind,
+                    origins=args.origin or (),
+                    creator_id=args.creator,
+                    name=args.name,
+                )
+            except ValueError as exc:
+                print(f"playpulse keys create: {exc}", file=sys.stderr)
+                return 2
             print(f"id:     {key_id}\nsecret: {secret}\n(the secret is shown once: store it now)")
         elif args.keys_cmd == "revoke":
             if not await revoke_key(redis, args.key_id):
@@ -97,10 +106,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("simulate", help="simulated players posting beacons (see simulate --help)")
     sub.add_parser("up", help="start the whole local stack in the background")
     sub.add_parser("down", help="stop the whole local stack")
-    keys = sub.add_parser("keys", help="API keys: private, or CORS with allowed origins")
+    keys = sub.add_parser(
+        "keys", help="API keys: private, CORS with allowed origins, or admin (/api/admin only)"
+    )
     keys_sub = keys.add_subparsers(dest="keys_cmd", required=True)
     create = keys_sub.add_parser("create")
-    create.add_argument("--kind", choices=("private", "cors"), default="private")
+    create.add_argument("--kind", choices=("private", "cors", "admin"), default="private")
     create.add_argument("--origin", action="append", help="allowed origin of a CORS key")
     create.add_argument("--creator", help="scope the key to one creator's data")
     create.add_argument("--name")

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from aggregator.metrics import OPTIONAL_FIELDS
-from api import live, params
+from api import live, params, playbacks
 
 Schema = dict[str, Any]
 
@@ -32,6 +32,8 @@ ERROR_STATUSES: Final = {
     "403": "The key may not call this endpoint or see this data (a CORS key on a private "
     "endpoint or from another origin; a key scoped to another creator).",
     "404": "An assetId or streamId that is not in the playback registry, or no such route.",
+    "409": "The assetId or streamId already belongs to another playback.",
+    "413": f"The body is larger than {playbacks.MAX_BODY_BYTES} bytes.",
     "429": "Too many requests for this key or client address; retry after `Retry-After` seconds.",
     "503": "The metrics store (Redis) is unreachable; retry after `Retry-After` seconds.",
 }
@@ -205,8 +207,61 @@ def _live_snapshot() -> Schema:
     )
 
 
+def _admin_id(description: str, *, nullable: bool = False) -> Schema:
+    schema: Schema = {
+        "type": ["string", "null"] if nullable else "string",
+        "minLength": 1,
+        "maxLength": params.MAX_ID_CHARS,
+    }
+    return schema | {"description": description + " Printable characters only."}
+
+
+PLAYBACK_PROPERTIES: Final[dict[str, Schema]] = {
+    "playbackId": {"type": "string"},
+    "creatorId": {"type": ["string", "null"]},
+    "assetId": {"type": ["string", "null"]},
+    "streamId": {"type": ["string", "null"]},
+}
+
 SCHEMAS: Final[dict[str, Schema]] = {
     "error": ERROR,
+    "playback": {
+        "type": "object",
+        "description": "A playback of the registry: its creator, and its asset or stream.",
+        "required": list(PLAYBACK_PROPERTIES),
+        "properties": PLAYBACK_PROPERTIES,
+        "additionalProperties": False,
+    },
+    "playback-page": {
+        "type": "object",
+        "description": "Playbacks in byte order of their IDs.",
+        "required": ["playbacks", "nextCursor"],
+        "properties": {
+            "playbacks": {"type": "array", "items": {"$ref": "#/components/schemas/playback"}},
+            "nextCursor": {
+                "type": ["string", "null"],
+                "description": "Pass as `cursor` for the next page; null on the last page.",
+            },
+        },
+        "additionalProperties": False,
+    },
+    "playback-body": {
+        "type": "object",
+        "description": "A playback to create or replace: its creator, and at most one of its "
+        "asset and stream. Other fields are refused (400); a `playbackId` must equal the path's.",
+        "required": ["creatorId"],
+        "properties": {
+            "creatorId": _admin_id("The creator whose playback it is."),
+            "assetId": _admin_id("The asset it plays (VOD).", nullable=True),
+            "streamId": _admin_id("The stream it plays (live).", nullable=True),
+            "playbackId": {"type": "string", "description": "Optional: the path's playbackId."},
+        },
+        "not": {
+            "required": ["assetId", "streamId"],
+            "properties": {"assetId": {"type": "string"}, "streamId": {"type": "string"}},
+        },
+        "additionalProperties": False,
+    },
     "viewership-metric": _row(
         "A row of `/data/views/query`: one per time step (with `timeStep`) and breakdown tuple. "
         "A dimension field is present only when broken down by it; `uniqueViewers` only "
@@ -600,14 +655,17 @@ def creator_query() -> dict[str, Schema]:
     }
 
 
+PATH_PLAYBACK_ID: Final[Schema] = {
+    "name": "playbackId",
+    "in": "path",
+    "required": True,
+    "description": "The playback. Printable characters only.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": params.MAX_ID_CHARS},
+}
+
+
 def views_total() -> dict[str, Schema]:
-    path_id = {
-        "name": "playbackId",
-        "in": "path",
-        "required": True,
-        "description": "The playback. Printable characters only.",
-        "schema": {"type": "string", "minLength": 1, "maxLength": params.MAX_ID_CHARS},
-    }
+    path_id = PATH_PLAYBACK_ID
     return {
         "get": _operation(
             "getPublicViewershipMetrics",
@@ -646,6 +704,107 @@ def usage_query() -> dict[str, Schema]:
     }
 
 
+# -- the playback registry (admin keys) ---------------------------------------------------------
+
+ADMIN_DESCRIPTION: Final = (
+    "Requires an admin key (`playpulse keys create --kind admin`); private and CORS keys are "
+    "refused (403), as an admin key is on every other endpoint. "
+)
+ADMIN_ERROR_STATUSES: Final = {
+    "403": "The key is not an admin key.",
+    "404": "No such playback.",
+}
+
+
+def _admin(
+    operation_id: str,
+    summary: str,
+    description: str,
+    parameters: list[Schema],
+    responses: dict[str, Schema],
+    errors: Sequence[str],
+) -> Schema:
+    refusals = _errors(errors)
+    for status, text in ADMIN_ERROR_STATUSES.items():
+        if status in refusals:
+            refusals[status]["description"] = text
+    return {
+        "tags": ["admin"],
+        "operationId": operation_id,
+        "summary": summary,
+        "description": ADMIN_DESCRIPTION + description,
+        "parameters": parameters,
+        "responses": {**responses, **refusals},
+    }
+
+
+def admin_playbacks() -> dict[str, Schema]:
+    return {
+        "get": _admin(
+            "listPlaybacks",
+            "List the playback registry",
+            "One page of playbacks in byte order of their IDs; follow `nextCursor`.",
+            [
+                _query(
+                    "limit",
+                    {
+                        "oneOf": [
+                            {"type": "integer", "minimum": 1, "maximum": playbacks.MAX_LIST_LIMIT},
+                            EMPTY,
+                        ]
+                    },
+                    f"Playbacks per page, default {playbacks.DEFAULT_LIST_LIMIT}.",
+                ),
+                _identifier("cursor", "The `nextCursor` of the previous page."),
+            ],
+            {"200": _json_response("OK", _ref("playback-page"))},
+            ("400", "401", "403", "429", "503"),
+        )
+    }
+
+
+def admin_playback() -> dict[str, Schema]:
+    playback = _ref("playback")
+    return {
+        "get": _admin(
+            "getPlayback",
+            "Get a playback of the registry",
+            "",
+            [PATH_PLAYBACK_ID],
+            {"200": _json_response("OK", playback)},
+            ("400", "401", "403", "404", "429", "503"),
+        ),
+        "put": _admin(
+            "putPlayback",
+            "Create or replace a playback",
+            "Replaces the whole playback (an asset or stream it no longer names is released). "
+            "Views queries resolve a new assetId or streamId at once; the collector caches "
+            "lookups per process for `PLAYPULSE_REGISTRY_CACHE_S` (30 s), so beacons carry a "
+            "new creator within that time. Views already counted keep the creator they had.",
+            [PATH_PLAYBACK_ID],
+            {
+                "200": _json_response("Replaced.", playback),
+                "201": _json_response("Created.", playback),
+            },
+            ("400", "401", "403", "409", "413", "429", "503"),
+        )
+        | {
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("playback-body")}},
+            }
+        },
+        "delete": _admin(
+            "deletePlayback",
+            "Delete a playback",
+            "Its asset or stream no longer resolves; views already counted stay.",
+            [PATH_PLAYBACK_ID],
+            {"204": {"description": "Deleted."}},
+            ("400", "401", "403", "404", "429", "503"),
+        ),
+    }
+
+
 def _plain(operation_id: str, description: str, ok: Schema, *statuses: str) -> dict[str, Schema]:
     responses: dict[str, Schema] = {"200": ok}
     for status in statuses:
@@ -680,6 +839,8 @@ OPERATIONS: Final[dict[str, Callable[[], dict[str, Schema]]]] = {
     "/api/data/usage/query": usage_query,
     "/api/live/token": live_token,
     "/api/live/stream": live_stream,
+    "/api/admin/playbacks": admin_playbacks,
+    "/api/admin/playbacks/{playbackId}": admin_playback,
     "/healthz": lambda: _plain("healthz", "The process is up.", _status("ok")),
     "/readyz": lambda: _plain("readyz", "Redis answers.", _status("ready"), "503"),
     "/metrics": lambda: _plain(
@@ -716,6 +877,7 @@ def _document() -> dict[str, Any]:
         "tags": [
             {"name": "metrics", "description": "Livepeer's metrics operations"},
             {"name": "live", "description": "The live page's token and event stream"},
+            {"name": "admin", "description": "The playback registry, for admin keys"},
             {"name": "operations", "description": "Health, readiness, metrics, this document"},
         ],
         "paths": {path: build() for path, build in OPERATIONS.items()},

@@ -59,10 +59,14 @@ C = dims("pb-2", "cr-2", "DE", "desktop")
 UNREGISTERED = dims("pb-9", None, "DE", "desktop")
 
 
-async def seed(redis: Redis) -> None:
+async def seed_registry(redis: Redis) -> None:
     registry = PlaybackRegistry(redis, cache_s=0.001)
     await registry.add(Playback("pb-1", "cr-1", asset_id="as-1"))
     await registry.add(Playback("pb-2", "cr-2", stream_id="st-2"))
+
+
+async def seed(redis: Redis) -> None:
+    await seed_registry(redis)
     # Two source partitions, as two workers would write them: the reader adds them up.
     p0, p1 = PartitionRollups(), PartitionRollups()
     ttff = sketch.build([200, 400])

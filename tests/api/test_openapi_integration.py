@@ -1,12 +1,15 @@
 """Schemathesis against the real API: a real HTTP server on loopback over the real Redis, filled
-by the aggregator's own writers (the data of `test_api_integration`), explored with a private key
-through every operation of the document the server itself serves at `/openapi.json`.
+by the aggregator's own writers (the data of `test_api_integration`), explored through every
+operation of the document the server itself serves at `/openapi.json`: with a private key, and
+with an admin key on the admin operations (`/api/admin/...`), which write the playback registry;
+after them the seeded registry is restored, so the other operations still find their data.
 
 Two runs, both failing on any finding:
 - per operation, Hypothesis over schemathesis' strategies (valid, invalid, and valid narrowed
   toward the seeded data so that answers with rows are explored), in pytest;
 - `schemathesis run`, whose coverage phase adds boundary values, missing keys and methods the
-  document does not declare (it found the 405 without `Allow`).
+  document does not declare (it found the 405 without `Allow`): once with the private key over
+  every operation (the admin ones answer 403), once with the admin key over the admin ones.
 
 Checked: no 5xx; the status is documented; content type, body and headers conform; invalid
 input is refused. Not checked: that every valid input is accepted (`positive_data_acceptance`):
@@ -46,8 +49,9 @@ from api import openapi
 from api.app import create_app
 from api.auth import create_key
 from api.settings import ApiSettings
+from ingest.registry import ASSET_KEY, PLAYBACK_INDEX_KEY, PLAYBACK_KEY, STREAM_KEY
 from ingest.settings import IngestSettings
-from tests.api.test_api_integration import NOW, seed
+from tests.api.test_api_integration import NOW, seed, seed_registry
 
 MAX_EXAMPLES = 60  # per operation, in each of the two runs
 CHECKS = [
@@ -65,6 +69,7 @@ CLI_EXCLUDED_CHECKS = "positive_data_acceptance"
 class RunningApi:
     base_url: str
     private_key: str
+    admin_key: str
 
 
 def _serve(ready: threading.Event, box: dict[str, Any]) -> None:
@@ -75,6 +80,7 @@ def _serve(ready: threading.Event, box: dict[str, Any]) -> None:
         await redis.flushdb()
         await seed(redis)
         _, secret = await create_key(redis, kind="private", name="schemathesis")
+        _, admin = await create_key(redis, kind="admin", name="schemathesis")
         # No rate limits here: they are tested on their own, and would turn cases into 429s.
         settings = ApiSettings(rate_limit_key=None, rate_limit_ip=None)
         app = create_app(settings, redis=redis, clock=lambda: NOW)
@@ -82,7 +88,7 @@ def _serve(ready: threading.Event, box: dict[str, Any]) -> None:
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         stop = asyncio.Event()
-        box["api"] = RunningApi(f"http://127.0.0.1:{runner.addresses[0][1]}", secret)
+        box["api"] = RunningApi(f"http://127.0.0.1:{runner.addresses[0][1]}", secret, admin)
         box["stop"] = lambda: loop.call_soon_threadsafe(stop.set)
         ready.set()
         try:
@@ -133,6 +139,26 @@ SEEDED = {
 TARGETS = ("playbackId", "assetId", "streamId")
 
 
+def restore_registry() -> None:
+    """Empties the playback registry and registers the seeded playbacks again."""
+
+    async def restore() -> None:
+        redis = Redis.from_url(IngestSettings.from_env().redis_url)
+        try:
+            for pattern in (PLAYBACK_KEY, ASSET_KEY, STREAM_KEY):
+                async for key in redis.scan_iter(match=pattern.format("*"), count=1000):
+                    await redis.delete(key)
+            await redis.delete(PLAYBACK_INDEX_KEY)
+            await seed_registry(redis)
+        finally:
+            await redis.aclose()
+
+    asyncio.run(restore())
+
+
+ADMIN_PREFIX = "/api/admin/"
+
+
 @st.composite
 def near_the_data(draw: st.DrawFn, operation: APIOperation) -> schemathesis.Case:
     """A valid case narrowed toward the seeded data: the default range (the data's days), one
@@ -168,7 +194,8 @@ def test_every_operation_conforms(
     api_schema: schemathesis.BaseSchema, running_api: RunningApi, method: str, path: str
 ) -> None:
     operation = api_schema[path][method]
-    authorization = f"Bearer {running_api.private_key}"
+    admin = path.startswith(ADMIN_PREFIX)
+    authorization = f"Bearer {running_api.admin_key if admin else running_api.private_key}"
 
     @given(case=_cases(operation))
     @settings(
@@ -184,16 +211,34 @@ def test_every_operation_conforms(
         headers = None if negative else {"Authorization": authorization}
         case.call_and_validate(headers=headers, checks=CHECKS)
 
-    explore()
+    try:
+        explore()
+    finally:
+        if admin:
+            restore_registry()
 
 
-def test_schemathesis_run_finds_nothing(running_api: RunningApi, tmp_path: Path) -> None:
+@pytest.mark.parametrize("key", ["private", "admin"])
+def test_schemathesis_run_finds_nothing(running_api: RunningApi, tmp_path: Path, key: str) -> None:
+    secret = running_api.admin_key if key == "admin" else running_api.private_key
+    only = ["--include-path-regex", f"^{ADMIN_PREFIX}"] if key == "admin" else []
+    try:
+        _schemathesis_run(running_api, tmp_path, secret, only)
+    finally:
+        if key == "admin":
+            restore_registry()
+
+
+def _schemathesis_run(
+    running_api: RunningApi, tmp_path: Path, secret: str, only: list[str]
+) -> None:
     command = [
         str(Path(sys.executable).with_name("schemathesis")),
         "run",
         f"{running_api.base_url}/openapi.json",
+        *only,
         "--header",
-        f"Authorization: Bearer {running_api.private_key}",
+        f"Authorization: Bearer {secret}",
         "--checks",
         "all",
         "--exclude-checks",
