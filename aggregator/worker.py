@@ -16,7 +16,6 @@ rollups are rebuilt from the table before the partition's first record is proces
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -49,20 +48,26 @@ def tick_record(now_ms: int) -> bytes:
     return orjson.dumps({"v": 2, "tick": now_ms, "envelopes": []})
 
 
-def put_session(
-    table: Any, partition: int, session_id: str, entry: SessionEntry, sends: list[Any]
-) -> None:
-    """Sets a session in the table and keeps the changelog send to wait for.
+async def save_sessions(table: Any, partition: int, changed: dict[bytes, bytes]) -> None:
+    """Writes a record's changed sessions to the table and its changelog, once each.
 
-    `table[key] = value` queues the changelog record in faust's producer buffer, and the flush
-    faust runs before committing offsets (`ProducerBuffer.flush_atmost`) gives up after 0.1 s
-    without progress, so on a loaded machine offsets can be committed ahead of the changelog:
-    a worker that leaves or dies then loses those updates. The agent instead waits for its
-    record's changelog acknowledgements before taking the next record, which is what lets
-    faust commit the record's offset."""
-    key, value = session_id.encode(), entry.to_bytes()
-    table.data[key] = value
-    sends.append(table.send_changelog(partition, key, value))
+    `table[key] = value` would queue the changelog record in faust's producer buffer, and the
+    flush faust runs before committing offsets (`ProducerBuffer.flush_atmost`) gives up after
+    0.1 s without progress: on a loaded machine offsets were committed ahead of the changelog,
+    and a worker that left lost those updates. A `send` from inside the agent is instead
+    attached to the record's offset: faust publishes it, and waits for Kafka's acknowledgement,
+    before it commits that offset. Attached messages of one offset are published in no set
+    order, hence one changelog record per session per Kafka record.
+    """
+    for key, value in changed.items():
+        table.data[key] = value
+        await table.changelog_topic.send(
+            key=key,
+            value=value,
+            partition=partition,  # the table's partition is the source partition
+            key_serializer="raw",
+            value_serializer="raw",
+        )
 
 
 class Aggregator:
@@ -223,7 +228,7 @@ def create_app(settings: AggregatorSettings) -> faust.App:
                 )
                 part.offset = message.offset
                 continue
-            sends: list[Any] = []
+            changed: dict[bytes, bytes] = {}
             if tick is not None:
                 agg.records.labels("tick").inc()
                 for session_id in part.due(int(tick)):
@@ -233,7 +238,7 @@ def create_app(settings: AggregatorSettings) -> faust.App:
                     before = SessionEntry.from_bytes(raw)
                     was_closed = before.state is not None and before.state.closed
                     entry = part.apply_close(session_id, before, int(tick))
-                    put_session(sessions, message.partition, session_id, entry, sends)
+                    changed[session_id.encode()] = entry.to_bytes()
                     await publish_view(session_id, was_closed, entry)
             else:
                 agg.records.labels("beacons").inc()
@@ -245,11 +250,11 @@ def create_app(settings: AggregatorSettings) -> faust.App:
                         stored is not None and stored.state is not None and stored.state.closed
                     )
                     entry = part.apply_envelope(envelope, stored)
-                    put_session(sessions, message.partition, session_id, entry, sends)
+                    sessions.data[session_id.encode()] = raw_entry = entry.to_bytes()
+                    changed[session_id.encode()] = raw_entry
                     await publish_view(session_id, was_closed, entry)  # `ended`
                     agg.events.inc(len(envelope["events"]))
-            if sends:
-                await asyncio.gather(*sends)
+            await save_sessions(sessions, message.partition, changed)
             part.offset = message.offset
 
     def forget_derived_state(sender: Any, /, *args: Any, **kwargs: Any) -> None:
