@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from aggregator import sketch
 
-_COUNTERS: Final = (
+COUNTERS: Final = (
     "views",
     "sessions",
     "playing_ms",
@@ -61,6 +61,24 @@ class Components:
         if canonical != self.ttff_buckets:
             object.__setattr__(self, "ttff_buckets", canonical)
 
+    @classmethod
+    def from_parts(cls, counters: Iterable[int], ttff: Mapping[int, int]) -> Components:
+        """From the counters in `COUNTERS` order and sketch counts without zeros."""
+        return cls(*counters, ttff_buckets=tuple(sorted(ttff.items())))
+
+    def counter_values(self) -> tuple[int, ...]:
+        """The counters in `COUNTERS` order."""
+        return (
+            self.views,
+            self.sessions,
+            self.playing_ms,
+            self.buffer_ms,
+            self.ttff_sum_ms,
+            self.ttff_count,
+            self.error_sessions,
+            self.exits_before_start,
+        )
+
     @property
     def ttff_counts(self) -> dict[int, int]:
         return dict(self.ttff_buckets)
@@ -93,7 +111,7 @@ class Components:
         return self.merge(other)
 
     def __neg__(self) -> Components:
-        negated = {name: -getattr(self, name) for name in _COUNTERS}
+        negated = {name: -getattr(self, name) for name in COUNTERS}
         return Components(ttff_buckets=tuple((b, -c) for b, c in self.ttff_buckets), **negated)
 
     def __sub__(self, other: Components) -> Components:
@@ -111,7 +129,7 @@ class Components:
 
     def to_fields(self) -> dict[str, int]:
         """Flat non-zero fields, e.g. for a Redis hash whose fields are summed on read."""
-        out = {name: getattr(self, name) for name in _COUNTERS if getattr(self, name)}
+        out = {name: getattr(self, name) for name in COUNTERS if getattr(self, name)}
         out.update({f"{TTFF_FIELD_PREFIX}{b}": c for b, c in self.ttff_buckets})
         return out
 
@@ -124,7 +142,7 @@ class Components:
             number = int(value)
             if key.startswith(TTFF_FIELD_PREFIX):
                 counts[int(key[len(TTFF_FIELD_PREFIX) :])] = number
-            elif key in _COUNTERS:
+            elif key in COUNTERS:
                 counters[key] = number
         return cls.with_ttff_counts(counts, **counters)
 
