@@ -9,7 +9,10 @@ timeout, driven by an injected clock. The rules, all in `aggregator.definitions`
 1. Event time. `event_ms = clamp(event["timestamp"], server_ts - 5 min, server_ts + 5 s)`,
    using the envelope's server receive time. A missing or non-numeric timestamp uses server_ts.
 2. Duplicates. An event whose `id` was already accepted counts once. Events without an `id`
-   cannot be deduplicated and always count.
+   cannot be deduplicated and always count. Ids are remembered as 64-bit BLAKE2b hashes
+   (`id_hash`), which keeps a session's state small; two different ids of one session share a
+   hash with probability about n/2^64 per event (n remembered ids, at most
+   `MAX_SEEN_EVENT_IDS`), i.e. never in practice, and the second would then be dropped.
 3. Lateness. An event more than `ALLOWED_LATENESS_MS` (10 min) older than the newest event time
    accepted in the session (the watermark) is dropped as late (its id may be forgotten). If every
    event of a session is within the lateness of every other (and the session has no more than
@@ -53,8 +56,11 @@ timeout, driven by an injected clock. The rules, all in `aggregator.definitions`
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 import math
+import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -92,7 +98,8 @@ class SessionState:
     fatal_error: bool = False
     closed: bool = False
     was_closed: bool = False
-    seen_ids: tuple[tuple[int, str], ...] = ()  # (event_ms, id), sorted
+    # id hash -> event_ms of the accepted ids within the lateness, in event-time order
+    seen_ids: dict[int, int] = dataclasses.field(default_factory=dict)
     dedupe_floor_ms: int | None = None  # events at or before this are dropped (ids evicted)
 
     @property
@@ -131,9 +138,11 @@ class SessionState:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain values; tuples stay tuples (orjson writes them as arrays). Not `asdict`, which
-        deep-copies every remembered id and was a fifth of the worker's time."""
-        return {f.name: getattr(self, f.name) for f in _STATE_FIELDS}
+        """JSON-safe plain values. The remembered ids are packed (`_pack_seen`): they were
+        most of a session's bytes."""
+        out = {f.name: getattr(self, f.name) for f in _STATE_FIELDS}
+        out["seen_ids"] = _pack_seen(self.seen_ids, self.last_event_ms)
+        return out
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> SessionState:
@@ -142,11 +151,28 @@ class SessionState:
         values["reported_ttff"] = (
             None if ttff is None else (int(ttff[0]), str(ttff[1]), int(ttff[2]))
         )
-        values["seen_ids"] = tuple((int(ms), str(i)) for ms, i in values.get("seen_ids", ()))
+        values["seen_ids"] = _unpack_seen(values.get("seen_ids", ""), values["last_event_ms"])
         return cls(**values)
 
 
 _STATE_FIELDS = dataclasses.fields(SessionState)
+_SEEN = struct.Struct("<QI")  # id hash, last_event_ms - event_ms (<= the lateness)
+
+
+def _pack_seen(seen: Mapping[int, int], last_event_ms: int) -> str:
+    """base64 of (hash, age) pairs, 12 bytes per id, in the dict's (event-time) order."""
+    return base64.b64encode(
+        b"".join(_SEEN.pack(h, last_event_ms - ms) for h, ms in seen.items())
+    ).decode()
+
+
+def _unpack_seen(packed: str, last_event_ms: int) -> dict[int, int]:
+    return {h: last_event_ms - age for h, age in _SEEN.iter_unpack(base64.b64decode(packed))}
+
+
+def id_hash(event_id: str) -> int:
+    """The 64-bit hash an event id is remembered by (rule 2): stable across processes."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +195,9 @@ class Contribution:
 
     def by_bucket(self, step: Step) -> dict[int, Components]:
         """Deltas summed per bucket start; buckets whose deltas cancel are left out."""
+        if len(self.deltas) == 1:
+            at_ms, delta = self.deltas[0]
+            return {} if delta.is_zero() else {floor(at_ms, step): delta}
         out: dict[int, Components] = {}
         for at_ms, delta in self.deltas:
             start = floor(at_ms, step)
@@ -225,19 +254,15 @@ def _is_late(state: SessionState, event_ms: int, policy: SessionPolicy) -> bool:
 
 
 def _remember(
-    state: SessionState, event_ms: int, event_id: str | None, policy: SessionPolicy
+    state: SessionState, event_ms: int, key: int | None, policy: SessionPolicy
 ) -> SessionState:
     newest = max(state.last_event_ms, event_ms)
     anchor = min(state.first_event_ms, event_ms)
-    seen = state.seen_ids
-    if event_id is not None:
-        seen = tuple(sorted((*seen, (event_ms, event_id))))
-    horizon = newest - policy.allowed_lateness_ms
-    seen = tuple(pair for pair in seen if pair[0] >= horizon)
+    seen = _remembered(state, newest, event_ms, key, policy)
     floor_ms = state.dedupe_floor_ms
     if len(seen) > policy.max_seen_event_ids:
-        cut = seen[len(seen) - policy.max_seen_event_ids - 1][0]
-        seen = tuple(pair for pair in seen if pair[0] > cut)
+        cut = list(seen.values())[len(seen) - policy.max_seen_event_ids - 1]
+        seen = {h: ms for h, ms in seen.items() if ms > cut}
         floor_ms = cut if floor_ms is None else max(floor_ms, cut)
     return dataclasses.replace(
         state,
@@ -246,6 +271,26 @@ def _remember(
         seen_ids=seen,
         dedupe_floor_ms=floor_ms,
     )
+
+
+def _remembered(
+    state: SessionState, newest: int, event_ms: int, key: int | None, policy: SessionPolicy
+) -> dict[int, int]:
+    """A copy of the remembered ids with `key` (an `id_hash`) added and those older than the
+    lateness behind `newest` forgotten, kept in event-time order so the oldest come first."""
+    seen = dict(state.seen_ids)
+    if key is not None:
+        in_order = not seen or event_ms >= next(reversed(seen.values()))
+        seen[key] = event_ms
+        if not in_order:
+            seen = dict(sorted(seen.items(), key=lambda item: item[1]))
+    horizon = newest - policy.allowed_lateness_ms
+    while seen:
+        oldest = next(iter(seen))
+        if seen[oldest] >= horizon:
+            break
+        del seen[oldest]
+    return seen
 
 
 def _absorb(
@@ -301,6 +346,52 @@ def _fact_deltas(
     return [(anchor_before_ms, -before), (state.first_event_ms, after)]
 
 
+def _steady_heartbeat(
+    state: SessionState,
+    server_ts: int,
+    event_ms: int,
+    key: int | None,
+    event: Event,
+    policy: SessionPolicy,
+) -> tuple[SessionState, Contribution] | None:
+    """`apply`'s common case, computed directly: a heartbeat of an open session, not before its
+    anchor, that changes none of its facts (no errors, no reported TTFF, no new play intent).
+    Only the watermark, the remembered ids and the activity sums move, and the contribution is
+    the activity alone. None when the event is not such a case (the general path applies)."""
+    if event.get("type") != HEARTBEAT_EVENT:
+        return None
+    if _count(event, "errors") or _number(event, "play_to_first_frame_ms") is not None:
+        return None
+    playing = _count(event, "time_playing_ms")
+    buffer = _count(event, "time_stalled_ms") + _count(event, "time_waiting_ms")
+    if (playing or buffer) and not state.play_intent:
+        return None
+    newest = max(state.last_event_ms, event_ms)
+    seen = _remembered(state, newest, event_ms, key, policy)
+    if len(seen) > policy.max_seen_event_ids:
+        return None
+    new = SessionState(
+        state.first_event_ms,
+        newest,
+        max(state.last_seen_ms, server_ts),
+        state.play_intent,
+        state.first_play_ms,
+        state.first_frame_ms,
+        state.reported_ttff,
+        state.playing_ms + playing,
+        state.buffer_ms + buffer,
+        state.error_count,
+        state.fatal_error,
+        state.closed,
+        state.was_closed,
+        seen,
+        state.dedupe_floor_ms,
+    )
+    if not (playing or buffer):
+        return new, Contribution()
+    return new, Contribution(((event_ms, Components(playing_ms=playing, buffer_ms=buffer)),))
+
+
 def apply(
     state: SessionState | None,
     envelope_server_ts_ms: int,
@@ -311,12 +402,29 @@ def apply(
     server_ts = envelope_server_ts_ms
     event_ms = event_time_ms(event, server_ts, policy)
     event_id = _event_id(event)
+    key = None if event_id is None else id_hash(event_id)
     if state is not None:
-        if event_id is not None and any(i == event_id for _, i in state.seen_ids):
+        if key is not None and key in state.seen_ids:
             return state, Contribution(duplicates=1)
         if _is_late(state, event_ms, policy):
             return state, Contribution(late=1)
+        if not state.closed and event_ms >= state.first_event_ms:
+            steady = _steady_heartbeat(state, server_ts, event_ms, key, event, policy)
+            if steady is not None:
+                return steady
+    return _apply_accepted(state, server_ts, event_ms, event_id, key, event, policy)
 
+
+def _apply_accepted(
+    state: SessionState | None,
+    server_ts: int,
+    event_ms: int,
+    event_id: str | None,
+    key: int | None,
+    event: Event,
+    policy: SessionPolicy,
+) -> tuple[SessionState, Contribution]:
+    """`apply` of an event that is neither a duplicate nor late, by the rules as written."""
     before = ZERO
     anchor_before = event_ms
     if state is None or (state.closed and server_ts - state.last_seen_ms > policy.reopen_window_ms):
@@ -336,9 +444,7 @@ def apply(
         anchor_before = state.first_event_ms
         state = dataclasses.replace(state, closed=False)
 
-    state = _absorb(
-        _remember(state, event_ms, event_id, policy), server_ts, event_ms, event_id, event
-    )
+    state = _absorb(_remember(state, event_ms, key, policy), server_ts, event_ms, event_id, event)
     deltas = _fact_deltas(anchor_before, before, state)
     playing, buffer, _ = _heartbeat_deltas(event)
     if playing or buffer:
@@ -361,6 +467,8 @@ def apply_batch(
     def order(event: Event) -> tuple[int, str]:
         return event_time_ms(event, envelope_server_ts_ms, policy), _event_id(event) or ""
 
+    if isinstance(events, list) and len(events) == 1:
+        return apply(state, envelope_server_ts_ms, events[0], policy)
     total = Contribution()
     for event in sorted(events, key=order):
         state, contribution = apply(state, envelope_server_ts_ms, event, policy)
