@@ -20,7 +20,7 @@ import orjson
 
 from aggregator.definitions import BREAKDOWN_DIMENSIONS, DEFAULT_POLICY, SessionPolicy
 from aggregator.metrics import ZERO, Components
-from aggregator.rollups import PartitionRollups
+from aggregator.rollups import PartitionRollups, Values, full_values
 from aggregator.sessions import SessionState, apply_batch, close, closes_at_ms
 
 
@@ -39,6 +39,10 @@ class SessionEntry:
     state: SessionState | None = None
     totals: dict[int, Components] = field(default_factory=dict)
     last_seen_ms: int = 0
+    full: Values = field(init=False, repr=False, compare=False)  # `dims` as a rollup tuple
+
+    def __post_init__(self) -> None:
+        self.full = full_values(self.dims)
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(
@@ -93,6 +97,10 @@ class PartitionAggregate:
     rollups: PartitionRollups = field(default_factory=PartitionRollups)
     offset: int = -1
     stream_time_ms: int = 0
+    # Every session of the partition, decoded: the worker folds into these and writes the
+    # changed ones to the table once per checkpoint (`take_unsaved`), not once per envelope.
+    sessions: dict[str, SessionEntry] = field(default_factory=dict)
+    _unsaved: dict[str, SessionEntry] = field(default_factory=dict)
     _open: dict[str, int] = field(default_factory=dict)  # session id -> closes at (ms)
     _touched: dict[str, Touched] = field(default_factory=dict)
 
@@ -101,7 +109,8 @@ class PartitionAggregate:
         for session_id, entry in entries:
             if entry.partition != self.partition:
                 continue
-            self.rollups.add(entry.dims, entry.totals)
+            self.sessions[session_id] = entry
+            self.rollups.add_full(entry.full, entry.totals)
             if entry.state is not None and (due := closes_at_ms(entry.state, self.policy)):
                 self._open[session_id] = due
             self.stream_time_ms = max(self.stream_time_ms, entry.last_seen_ms)
@@ -129,6 +138,35 @@ class PartitionAggregate:
         self._touch(session_id, entry)
         return entry
 
+    def fold_envelope(self, envelope: Mapping[str, Any]) -> tuple[str, SessionEntry, bool]:
+        """`apply_envelope` on the held session: (session id, its entry, whether it was closed
+        before). The entry is saved to the table at the next `take_unsaved`."""
+        session_id = envelope["envelope"]["session_id"]
+        stored = self.sessions.get(session_id)
+        was_closed = stored is not None and stored.state is not None and stored.state.closed
+        entry = self.apply_envelope(envelope, stored)
+        self.sessions[session_id] = self._unsaved[session_id] = entry
+        return session_id, entry, was_closed
+
+    def close_due(self, now_ms: int) -> list[tuple[str, SessionEntry, bool]]:
+        """`apply_close` on every held session due at `now_ms`: (id, entry, was closed)."""
+        out = []
+        for session_id in self.due(now_ms):
+            entry = self.sessions.get(session_id)
+            if entry is None:
+                self._open.pop(session_id, None)
+                continue
+            was_closed = entry.state is not None and entry.state.closed
+            self.apply_close(session_id, entry, now_ms)
+            self._unsaved[session_id] = entry
+            out.append((session_id, entry, was_closed))
+        return out
+
+    def take_unsaved(self) -> dict[str, SessionEntry]:
+        """The sessions changed since the last take, to write to the table."""
+        unsaved, self._unsaved = self._unsaved, {}
+        return unsaved
+
     def due(self, now_ms: int) -> list[str]:
         """Session ids whose timeout has passed at `now_ms` (stream time from a tick)."""
         self.stream_time_ms = max(self.stream_time_ms, now_ms)
@@ -152,7 +190,7 @@ class PartitionAggregate:
                 entry.totals.pop(hour, None)
             else:
                 entry.totals[hour] = total
-        self.rollups.add(entry.dims, by_hour)
+        self.rollups.add_full(entry.full, by_hour)
 
     def _touch(self, session_id: str, entry: SessionEntry) -> None:
         has_error = entry.state is not None and entry.state.error_count > 0

@@ -35,7 +35,7 @@ from redis.exceptions import RedisError
 from aggregator.partition import PartitionAggregate, SessionEntry, view_summary
 from aggregator.settings import AggregatorSettings
 from aggregator.store import RollupWriter, TouchedWriter
-from ingest.record import decode_record
+from ingest.record import envelopes_of
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,9 @@ class Aggregator:
         self.parts: dict[int, PartitionAggregate] = {}
         self.epochs: dict[int, int] = {}
         self.rebuilt: set[int] = set()  # partitions whose next flush replaces what they wrote
+        self.table: Any = None  # the sessions table, set by `create_app`
+        self.held: list[tuple[Any, Any]] = []  # (stream, event) processed, not acked yet
+        self.stopping = False
         self.token = uuid.uuid4().hex
         self.registry = CollectorRegistry()
         self.records = Counter(
@@ -100,6 +103,37 @@ class Aggregator:
             log.info("partition %d: rebuilt, epoch %d", partition, self.epochs[partition])
         return part
 
+    def hold(self, stream: Any, event: Any) -> None:
+        """Keeps a processed record's ack until the next checkpoint (at once when stopping)."""
+        self.held.append((stream, event))
+        if self.stopping:
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Writes every session changed since the last checkpoint to the table (one changelog
+        record per session, not per envelope), then acks the records processed so far.
+
+        Synchronous, so no record is processed half-way through it: every held record's
+        changes are in the sessions written. faust flushes the producer before it commits
+        an offset, so a committed offset never runs ahead of the changelog.
+        """
+        table = self.table
+        if table is not None:
+            for part in self.parts.values():
+                for session_id, entry in part.take_unsaved().items():
+                    key, value = session_id.encode(), entry.to_bytes()
+                    table.data[key] = value
+                    table.send_changelog(part.partition, key, value)
+        held, self.held = self.held, []
+        for stream, event in held:
+            # `Stream.ack` without its coroutine wrapper (it awaits nothing), so that this
+            # can run in a rebalance signal too.
+            message = event.message
+            last = event.ack()
+            stream._on_stream_event_out(message.tp, message.offset, stream, event)
+            if last:
+                stream._on_message_out(message.tp, message.offset, message)
+
     async def flush(self, owned: set[int]) -> None:
         for partition in list(self.parts):
             if partition not in owned:  # revoked: rebuilt with a new epoch if it comes back
@@ -111,6 +145,7 @@ class Aggregator:
                 # comes within tick_interval_s): rows, unique viewers and who is watching now
                 # are all written again, under new epochs.
                 log.warning("redis lost its data (or first start): rebuilding what we own")
+                self.checkpoint()
                 self.parts.clear()
                 return
         except RedisError:
@@ -138,8 +173,20 @@ class Aggregator:
             self.lag_s.set(max(0.0, (now_ms - min(newest)) / 1000))
 
 
+class AggregatorApp(faust.App):
+    """faust's App that checkpoints before it waits for the streams' acks when it stops (its
+    timers have stopped by then, so the flush's checkpoint would never come)."""
+
+    aggregator: Aggregator
+
+    async def on_stop(self) -> None:
+        self.aggregator.stopping = True
+        self.aggregator.checkpoint()
+        await super().on_stop()
+
+
 def create_app(settings: AggregatorSettings) -> faust.App:
-    app = faust.App(
+    app = AggregatorApp(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
@@ -157,7 +204,7 @@ def create_app(settings: AggregatorSettings) -> faust.App:
         stream_wait_empty=True,
     )
     agg = Aggregator(settings)
-    app.aggregator = agg  # type: ignore[attr-defined]
+    app.aggregator = agg
 
     def raw_topic(name: str) -> Any:
         """A topic of bytes both ways: records are orjson we decode ourselves."""
@@ -177,6 +224,7 @@ def create_app(settings: AggregatorSettings) -> faust.App:
         "sessions", key_type=bytes, value_type=bytes, partitions=settings.topic_partitions
     )
 
+    agg.table = sessions
     views = raw_topic(settings.views_topic)
 
     async def publish_view(session_id: str, was_closed: bool, entry: SessionEntry) -> None:
@@ -187,51 +235,47 @@ def create_app(settings: AggregatorSettings) -> faust.App:
 
     @app.agent(beacons, concurrency=1)
     async def aggregate(stream: Any) -> None:
-        async for event in stream.events():
+        # Acks are manual: a record is acked only once the sessions it changed are written to
+        # the table (`Aggregator.checkpoint`), so a committed offset never runs ahead of the
+        # changelog.
+        manual = stream.noack()
+        async for event in manual.events():
             message = event.message
             part = await agg.partition(message.partition, sessions)
             try:
                 doc = orjson.loads(event.value)
                 tick = doc.get("tick")
-                envelopes = [] if tick is not None else decode_record(event.value)
+                envelopes = [] if tick is not None else envelopes_of(doc)
             except (ValueError, AttributeError):
                 agg.records.labels("unreadable").inc()
                 log.warning(
                     "skipping unreadable record at %s:%d", message.partition, message.offset
                 )
                 part.offset = message.offset
+                agg.hold(manual, event)
                 continue
             if tick is not None:
                 agg.records.labels("tick").inc()
-                for session_id in part.due(int(tick)):
-                    raw = sessions.get(session_id.encode())
-                    if raw is None:
-                        continue
-                    before = SessionEntry.from_bytes(raw)
-                    was_closed = before.state is not None and before.state.closed
-                    entry = part.apply_close(session_id, before, int(tick))
-                    sessions[session_id.encode()] = entry.to_bytes()
+                for session_id, entry, was_closed in part.close_due(int(tick)):
                     await publish_view(session_id, was_closed, entry)
             else:
                 agg.records.labels("beacons").inc()
+                n_events = 0
                 for envelope in envelopes:
-                    session_id = envelope["envelope"]["session_id"]
-                    raw = sessions.get(session_id.encode())
-                    stored = None if raw is None else SessionEntry.from_bytes(raw)
-                    was_closed = (
-                        stored is not None and stored.state is not None and stored.state.closed
-                    )
-                    entry = part.apply_envelope(envelope, stored)
-                    sessions[session_id.encode()] = entry.to_bytes()
-                    await publish_view(session_id, was_closed, entry)  # `ended`
-                    agg.events.inc(len(envelope["events"]))
+                    session_id, entry, was_closed = part.fold_envelope(envelope)
+                    if not was_closed and entry.state is not None and entry.state.closed:
+                        await publish_view(session_id, was_closed, entry)  # `ended`
+                    n_events += len(envelope["events"])
+                agg.events.inc(n_events)
             part.offset = message.offset
+            agg.hold(manual, event)
 
     def forget_derived_state(sender: Any, /, *args: Any, **kwargs: Any) -> None:
         """On every rebalance, drop what is derived from the sessions table: recovery may have
         rolled table entries back to their changelog, and the consumer resumes from the
         committed offsets, so the only consistent base is the table as recovered. Each
         partition is rebuilt (with a new epoch, in replace mode) at its next record."""
+        agg.checkpoint()
         agg.parts.clear()
 
     app.on_partitions_revoked.connect(forget_derived_state)
@@ -245,6 +289,7 @@ def create_app(settings: AggregatorSettings) -> faust.App:
 
     @app.timer(interval=settings.flush_interval_s)
     async def flush() -> None:
+        agg.checkpoint()
         await agg.flush(_owned(app, settings.topic))
 
     @app.page("/metrics")
