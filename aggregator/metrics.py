@@ -8,8 +8,9 @@ of the integer sums, so reading one month equals reading its days and adding.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any, Final
 
 from aggregator import sketch
@@ -55,16 +56,20 @@ class Components:
     ttff_buckets: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
-        if not self.ttff_buckets:
+        buckets = self.ttff_buckets
+        if not buckets:
             return
+        if all(c for _, c in buckets) and all(a[0] < b[0] for a, b in pairwise(buckets)):
+            return  # already canonical: sorted, no repeats, no zeros
         canonical = tuple(sorted((b, c) for b, c in sketch.merge(dict(self.ttff_buckets)).items()))
         if canonical != self.ttff_buckets:
             object.__setattr__(self, "ttff_buckets", canonical)
 
     @classmethod
-    def from_parts(cls, counters: Iterable[int], ttff: Mapping[int, int]) -> Components:
+    def from_parts(cls, counters: Sequence[int], ttff: Mapping[int, int]) -> Components:
         """From the counters in `COUNTERS` order and sketch counts without zeros."""
-        return cls(*counters, ttff_buckets=tuple(sorted(ttff.items())))
+        v, s, p, b, ts, tc, e, x = counters
+        return cls(v, s, p, b, ts, tc, e, x, tuple(sorted(ttff.items())))
 
     def counter_values(self) -> tuple[int, ...]:
         """The counters in `COUNTERS` order."""
@@ -129,7 +134,7 @@ class Components:
 
     def to_fields(self) -> dict[str, int]:
         """Flat non-zero fields, e.g. for a Redis hash whose fields are summed on read."""
-        out = {name: getattr(self, name) for name in COUNTERS if getattr(self, name)}
+        out = {name: v for name, v in zip(COUNTERS, self.counter_values(), strict=True) if v}
         out.update({f"{TTFF_FIELD_PREFIX}{b}": c for b, c in self.ttff_buckets})
         return out
 
