@@ -21,7 +21,14 @@ import orjson
 from aggregator.definitions import BREAKDOWN_DIMENSIONS, DEFAULT_POLICY, SessionPolicy
 from aggregator.metrics import ZERO, Components
 from aggregator.rollups import PartitionRollups, Values, full_values
-from aggregator.sessions import SessionState, apply_batch, close, closes_at_ms
+from aggregator.sessions import (
+    SessionState,
+    absorb_steady_heartbeat,
+    apply_batch,
+    close,
+    closes_at_ms,
+)
+from aggregator.timebuckets import HOUR_MS
 
 
 @dataclass(slots=True)
@@ -124,6 +131,21 @@ class PartitionAggregate:
         """Folds one enriched envelope into its session; returns the entry to store."""
         server_ts = int(envelope["server_timestamp"])
         session_id = envelope["envelope"]["session_id"]
+        events = envelope["events"]
+        if entry is not None and entry.state is not None and len(events) == 1:
+            steady = absorb_steady_heartbeat(entry.state, server_ts, events[0], self.policy)
+            if steady is not None:  # the common case, folded in place (same result)
+                event_ms, playing, buffer = steady
+                if server_ts > entry.last_seen_ms:
+                    entry.last_seen_ms = server_ts
+                if server_ts > self.stream_time_ms:
+                    self.stream_time_ms = server_ts
+                if playing or buffer:
+                    delta = Components(playing_ms=playing, buffer_ms=buffer)
+                    self._record(entry, {event_ms - event_ms % HOUR_MS: delta})
+                self._open[session_id] = entry.state.last_seen_ms + self.policy.timeout_ms
+                self._touch(session_id, entry)
+                return entry
         if entry is None:
             entry = SessionEntry(self.partition, dims_of(envelope), envelope["viewer_hash"])
         state, contribution = apply_batch(entry.state, server_ts, envelope["events"], self.policy)

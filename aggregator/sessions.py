@@ -81,9 +81,12 @@ from aggregator.timebuckets import Step, floor
 Event = Mapping[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SessionState:
-    """One view's state. `to_dict`/`from_dict` give a JSON-safe plain dict (for a Faust table)."""
+    """One view's state. `to_dict`/`from_dict` give a JSON-safe plain dict (for a Faust table).
+
+    Treated as a value: every function here returns a new state and leaves its argument alone,
+    except `absorb_steady_heartbeat`, the streaming path's in-place shortcut."""
 
     first_event_ms: int  # earliest accepted event time of this view: the anchor (rule 4)
     last_event_ms: int  # newest accepted event time; the lateness watermark
@@ -232,6 +235,9 @@ def _number(event: Event, key: str) -> int | None:
 
 
 def _count(event: Event, key: str) -> int:
+    raw = event.get(key)
+    if type(raw) is int:  # the usual case, without `_number`'s checks (bool is not int here)
+        return raw if raw > 0 else 0
     return _number(event, key) or 0
 
 
@@ -276,14 +282,23 @@ def _remember(
 def _remembered(
     state: SessionState, newest: int, event_ms: int, key: int | None, policy: SessionPolicy
 ) -> dict[int, int]:
-    """A copy of the remembered ids with `key` (an `id_hash`) added and those older than the
-    lateness behind `newest` forgotten, kept in event-time order so the oldest come first."""
+    """A copy of the remembered ids, updated by `_remember_in_place`."""
     seen = dict(state.seen_ids)
+    return _remember_in_place(seen, newest, event_ms, key, policy)
+
+
+def _remember_in_place(
+    seen: dict[int, int], newest: int, event_ms: int, key: int | None, policy: SessionPolicy
+) -> dict[int, int]:
+    """Adds `key` (an `id_hash`) at `event_ms` and forgets the ids older than the lateness
+    behind `newest`, keeping event-time order so the oldest come first. Returns `seen`."""
     if key is not None:
         in_order = not seen or event_ms >= next(reversed(seen.values()))
         seen[key] = event_ms
         if not in_order:
-            seen = dict(sorted(seen.items(), key=lambda item: item[1]))
+            ordered = sorted(seen.items(), key=lambda item: item[1])
+            seen.clear()
+            seen.update(ordered)
     horizon = newest - policy.allowed_lateness_ms
     while seen:
         oldest = next(iter(seen))
@@ -346,6 +361,46 @@ def _fact_deltas(
     return [(anchor_before_ms, -before), (state.first_event_ms, after)]
 
 
+def _steady_activity(
+    state: SessionState, event_ms: int, event: Event, policy: SessionPolicy
+) -> tuple[int, int] | None:
+    """(playing_ms, buffer_ms) of `event` if it is `apply`'s common case for this state: a
+    heartbeat of an open view, not before its anchor, that changes none of its facts (no
+    errors, no reported TTFF, no new play intent) and does not overflow the remembered ids.
+    Such an event moves only the watermark, the remembered ids and the activity sums, and
+    contributes its activity alone. None otherwise (the general rule applies)."""
+    if state.closed or event_ms < state.first_event_ms or event.get("type") != HEARTBEAT_EVENT:
+        return None
+    if _count(event, "errors") or _number(event, "play_to_first_frame_ms") is not None:
+        return None
+    playing = _count(event, "time_playing_ms")
+    buffer = _count(event, "time_stalled_ms") + _count(event, "time_waiting_ms")
+    if (playing or buffer) and not state.play_intent:
+        return None
+    if len(state.seen_ids) >= policy.max_seen_event_ids:
+        return None  # may need the cap (rule 3): the general rule applies it
+    return playing, buffer
+
+
+def _absorb_steady(
+    state: SessionState,
+    server_ts: int,
+    event_ms: int,
+    key: int | None,
+    playing: int,
+    buffer: int,
+    policy: SessionPolicy,
+) -> None:
+    """Applies a `_steady_activity` event to `state` in place."""
+    newest = max(state.last_event_ms, event_ms)
+    _remember_in_place(state.seen_ids, newest, event_ms, key, policy)
+    state.last_event_ms = newest
+    if server_ts > state.last_seen_ms:
+        state.last_seen_ms = server_ts
+    state.playing_ms += playing
+    state.buffer_ms += buffer
+
+
 def _steady_heartbeat(
     state: SessionState,
     server_ts: int,
@@ -354,42 +409,36 @@ def _steady_heartbeat(
     event: Event,
     policy: SessionPolicy,
 ) -> tuple[SessionState, Contribution] | None:
-    """`apply`'s common case, computed directly: a heartbeat of an open session, not before its
-    anchor, that changes none of its facts (no errors, no reported TTFF, no new play intent).
-    Only the watermark, the remembered ids and the activity sums move, and the contribution is
-    the activity alone. None when the event is not such a case (the general path applies)."""
-    if event.get("type") != HEARTBEAT_EVENT:
+    """`apply` of a `_steady_activity` event, on a copy of `state`."""
+    activity = _steady_activity(state, event_ms, event, policy)
+    if activity is None:
         return None
-    if _count(event, "errors") or _number(event, "play_to_first_frame_ms") is not None:
-        return None
-    playing = _count(event, "time_playing_ms")
-    buffer = _count(event, "time_stalled_ms") + _count(event, "time_waiting_ms")
-    if (playing or buffer) and not state.play_intent:
-        return None
-    newest = max(state.last_event_ms, event_ms)
-    seen = _remembered(state, newest, event_ms, key, policy)
-    if len(seen) > policy.max_seen_event_ids:
-        return None
-    new = SessionState(
-        state.first_event_ms,
-        newest,
-        max(state.last_seen_ms, server_ts),
-        state.play_intent,
-        state.first_play_ms,
-        state.first_frame_ms,
-        state.reported_ttff,
-        state.playing_ms + playing,
-        state.buffer_ms + buffer,
-        state.error_count,
-        state.fatal_error,
-        state.closed,
-        state.was_closed,
-        seen,
-        state.dedupe_floor_ms,
-    )
+    playing, buffer = activity
+    new = dataclasses.replace(state, seen_ids=dict(state.seen_ids))
+    _absorb_steady(new, server_ts, event_ms, key, playing, buffer, policy)
     if not (playing or buffer):
         return new, Contribution()
     return new, Contribution(((event_ms, Components(playing_ms=playing, buffer_ms=buffer)),))
+
+
+def absorb_steady_heartbeat(
+    state: SessionState, server_ts_ms: int, event: Event, policy: SessionPolicy = DEFAULT_POLICY
+) -> tuple[int, int, int] | None:
+    """`apply` for the streaming path's common case, in place: when `event` is new (not a
+    duplicate, not late) and a `_steady_activity` event, folds it into `state` itself and
+    returns (event_ms, playing_ms, buffer_ms), the activity it contributes at event_ms.
+    Otherwise changes nothing and returns None: use `apply`. The caller must own `state`."""
+    event_ms = event_time_ms(event, server_ts_ms, policy)
+    activity = _steady_activity(state, event_ms, event, policy)
+    if activity is None:
+        return None
+    event_id = _event_id(event)
+    key = None if event_id is None else id_hash(event_id)
+    if (key is not None and key in state.seen_ids) or _is_late(state, event_ms, policy):
+        return None
+    playing, buffer = activity
+    _absorb_steady(state, server_ts_ms, event_ms, key, playing, buffer, policy)
+    return event_ms, playing, buffer
 
 
 def apply(
@@ -408,10 +457,9 @@ def apply(
             return state, Contribution(duplicates=1)
         if _is_late(state, event_ms, policy):
             return state, Contribution(late=1)
-        if not state.closed and event_ms >= state.first_event_ms:
-            steady = _steady_heartbeat(state, server_ts, event_ms, key, event, policy)
-            if steady is not None:
-                return steady
+        steady = _steady_heartbeat(state, server_ts, event_ms, key, event, policy)
+        if steady is not None:
+            return steady
     return _apply_accepted(state, server_ts, event_ms, event_id, key, event, policy)
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,7 @@ from aggregator.metrics import ZERO, Components
 from aggregator.sessions import (
     Contribution,
     SessionState,
+    absorb_steady_heartbeat,
     apply,
     apply_batch,
     close,
@@ -524,15 +526,11 @@ def test_the_steady_heartbeat_shortcut_is_the_general_rule(
 
 def test_a_plain_heartbeat_takes_the_shortcut() -> None:
     state, _ = run([ev(1, "play", T0), hb(1, T0 + 5_000, time_playing_ms=5_000)])
-    after = sessions_module._steady_heartbeat(
-        state,
-        T0 + 10_200,
-        T0 + 10_000,
-        id_hash("hb2"),
-        hb(2, T0 + 10_000, time_playing_ms=5_000),
-        DEFAULT_POLICY,
-    )
-    assert after is not None and after[0].playing_ms == 10_000
+    beat = hb(2, T0 + 10_000, time_playing_ms=5_000)
+    expected, _ = apply(state, T0 + 10_200, beat)
+    assert absorb_steady_heartbeat(state, T0 + 10_200, beat) == (T0 + 10_000, 5_000, 0)
+    assert state == expected and state.playing_ms == 10_000
+    assert absorb_steady_heartbeat(state, T0 + 10_300, beat) is None  # a duplicate
 
 
 def test_seen_ids_pack_small() -> None:
@@ -540,3 +538,29 @@ def test_seen_ids_pack_small() -> None:
     state, _ = run(events)
     assert len(state.seen_ids) == 120
     assert len(json.dumps(state.to_dict())) < 2_400  # 16 characters per remembered id
+
+
+@given(sessions(), st.lists(st.booleans(), min_size=25, max_size=25))
+def test_the_in_place_shortcut_is_apply(
+    pairs: list[tuple[int, dict[str, Any]]], closes: list[bool]
+) -> None:
+    """`absorb_steady_heartbeat` changes its state exactly as `apply` would, contributes the
+    same, and changes nothing when it declines."""
+    state: SessionState | None = None
+    for (server_ts, event), close_now in zip(pairs, closes, strict=False):
+        if state is not None:
+            mine = dataclasses.replace(state, seen_ids=dict(state.seen_ids))
+            expected, contribution = apply(state, server_ts, event)
+            steady = absorb_steady_heartbeat(mine, server_ts, event)
+            if steady is None:
+                assert mine == state
+            else:
+                event_ms, playing, buffer = steady
+                assert mine == expected
+                activity = Components(playing_ms=playing, buffer_ms=buffer)
+                assert contribution.by_bucket("minute") == (
+                    {floor(event_ms, "minute"): activity} if playing or buffer else {}
+                )
+        state, _ = apply(state, server_ts, event)
+        if close_now:
+            state, _ = close(state, state.last_seen_ms + SESSION_TIMEOUT_MS)
