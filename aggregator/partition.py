@@ -109,7 +109,8 @@ class PartitionAggregate:
     sessions: dict[str, SessionEntry] = field(default_factory=dict)
     _unsaved: dict[str, SessionEntry] = field(default_factory=dict)
     _open: dict[str, int] = field(default_factory=dict)  # session id -> closes at (ms)
-    _touched: dict[str, Touched] = field(default_factory=dict)
+    # sessions with a beacon since the last take (made `Touched` when taken, as they are then)
+    _touched: dict[str, SessionEntry | Touched] = field(default_factory=dict)
 
     def rebuild(self, entries: Iterable[tuple[str, SessionEntry]]) -> None:
         """Derives rollups and open sessions from the table (after a restart or a rebalance)."""
@@ -141,8 +142,11 @@ class PartitionAggregate:
                 if server_ts > self.stream_time_ms:
                     self.stream_time_ms = server_ts
                 if playing or buffer:
+                    hour = event_ms - event_ms % HOUR_MS
+                    total = entry.totals.get(hour)
                     delta = Components(playing_ms=playing, buffer_ms=buffer)
-                    self._record(entry, {event_ms - event_ms % HOUR_MS: delta})
+                    entry.totals[hour] = delta if total is None else total + delta
+                    self.rollups.add_activity(entry.full, hour, playing, buffer)
                 self._open[session_id] = entry.state.last_seen_ms + self.policy.timeout_ms
                 self._touch(session_id, entry)
                 return entry
@@ -215,20 +219,22 @@ class PartitionAggregate:
         self.rollups.add_full(entry.full, by_hour)
 
     def _touch(self, session_id: str, entry: SessionEntry) -> None:
-        has_error = entry.state is not None and entry.state.error_count > 0
-        view_hours = tuple(h for h, c in entry.totals.items() if c.views > 0)
-        self._touched[session_id] = Touched(
-            entry.dims, entry.viewer, entry.last_seen_ms, has_error, view_hours
-        )
+        self._touched[session_id] = entry
 
     def take_touched(self) -> dict[str, Touched]:
         touched, self._touched = self._touched, {}
-        return touched
+        return {sid: t if isinstance(t, Touched) else _touched(t) for sid, t in touched.items()}
 
     def restore_touched(self, touched: Mapping[str, Touched]) -> None:
         """Puts back what a failed flush took, unless the session was touched again since."""
         for session_id, t in touched.items():
             self._touched.setdefault(session_id, t)
+
+
+def _touched(entry: SessionEntry) -> Touched:
+    has_error = entry.state is not None and entry.state.error_count > 0
+    view_hours = tuple(h for h, c in entry.totals.items() if c.views > 0)
+    return Touched(entry.dims, entry.viewer, entry.last_seen_ms, has_error, view_hours)
 
 
 def view_summary(session_id: str, entry: SessionEntry) -> dict[str, Any]:

@@ -104,6 +104,7 @@ class PartitionRollups:
     grains: tuple[str, ...] = GRAINS
     _rows: dict[RowId, dict[Values, _Acc]] = field(default_factory=dict)
     _pending: dict[tuple[Values, int], Components] = field(default_factory=dict)
+    _activity: dict[tuple[Values, int], list[int]] = field(default_factory=dict)
     _dirty: list[_Acc] = field(default_factory=list)
     _targets: dict[tuple[Values, int], list[_Acc]] = field(default_factory=dict)
     _plan: list[tuple[Group, int | None, Callable[[Values], Values]]] = field(init=False)
@@ -136,6 +137,16 @@ class PartitionRollups:
             queued = pending.get(key)
             pending[key] = delta if queued is None else queued + delta
 
+    def add_activity(self, full: Values, hour_ms: int, playing_ms: int, buffer_ms: int) -> None:
+        """`add_full(full, {hour_ms: Components(playing_ms=..., buffer_ms=...)})`, summed in
+        place: a heartbeat's delta, the most common by far."""
+        queued = self._activity.get((full, hour_ms))
+        if queued is None:
+            self._activity[(full, hour_ms)] = [playing_ms, buffer_ms]
+        else:
+            queued[0] += playing_ms
+            queued[1] += buffer_ms
+
     def _fan_out(self, full: Values, hour_ms: int) -> list[_Acc]:
         """The accumulators a delta at (full, hour) lands in, created where missing."""
         targets = []
@@ -159,6 +170,9 @@ class PartitionRollups:
 
     def fold(self) -> None:
         """Fan the queued deltas out to every stored group and grain."""
+        activity, self._activity = self._activity, {}
+        for key, (playing_ms, buffer_ms) in activity.items():
+            self.add_full(key[0], {key[1]: Components(playing_ms=playing_ms, buffer_ms=buffer_ms)})
         pending, self._pending = self._pending, {}
         cache, dirty = self._targets, self._dirty
         for key, components in pending.items():
