@@ -61,6 +61,8 @@ class Aggregator:
         self.epochs: dict[int, int] = {}
         self.rebuilt: set[int] = set()  # partitions whose next flush replaces what they wrote
         self.table: Any = None  # the sessions table, set by `create_app`
+        # the table decoded by partition, for rebuilds (None: decode it again)
+        self.table_by_partition: dict[int, list[tuple[str, SessionEntry]]] | None = None
         self.held: list[tuple[Any, Any]] = []  # (stream, event) processed, not acked yet
         self.stopping = False
         self.next_flush_at = 0.0  # monotonic time before which a busy worker skips flushes
@@ -98,11 +100,17 @@ class Aggregator:
         part = self.parts.get(partition)
         if part is None:
             part = PartitionAggregate(partition, self.settings.policy)
-            # The memory store holds every partition this worker has: rebuild keeps its own.
-            part.rebuild(
-                (key.decode() if isinstance(key, bytes) else key, SessionEntry.from_bytes(value))
-                for key, value in list(table.data.items())
-            )
+            # The memory store holds every partition this worker has: it is decoded once and
+            # split by partition for the rebuilds that follow a `forget`.
+            if self.table_by_partition is None:
+                self.table_by_partition = {}
+                for key, value in list(table.data.items()):
+                    entry = SessionEntry.from_bytes(value)
+                    session_id = key.decode() if isinstance(key, bytes) else key
+                    self.table_by_partition.setdefault(entry.partition, []).append(
+                        (session_id, entry)
+                    )
+            part.rebuild(self.table_by_partition.pop(partition, []))
             key = EPOCH_KEY.format(
                 app=self.settings.app_id, topic=self.settings.topic, partition=partition
             )
@@ -111,6 +119,16 @@ class Aggregator:
             self.rebuilt.add(partition)
             log.info("partition %d: rebuilt, epoch %d", partition, self.epochs[partition])
         return part
+
+    def forget(self, partition: int | None = None) -> None:
+        """Drops the derived state of one partition (or all), after a checkpoint: it is
+        rebuilt from the sessions table at the partition's next record."""
+        self.checkpoint()
+        if partition is None:
+            self.parts.clear()
+        else:
+            self.parts.pop(partition, None)
+        self.table_by_partition = None
 
     def hold(self, stream: Any, event: Any) -> None:
         """Keeps a processed record's ack until the next checkpoint (at once when stopping)."""
@@ -146,7 +164,7 @@ class Aggregator:
     async def flush(self, owned: set[int]) -> None:
         for partition in list(self.parts):
             if partition not in owned:  # revoked: rebuilt with a new epoch if it comes back
-                del self.parts[partition]
+                self.forget(partition)
         self.partitions_owned.set(len(self.parts))
         try:
             if await self.rollup_writer.redis_lost_data(self.token):
@@ -154,8 +172,7 @@ class Aggregator:
                 # comes within tick_interval_s): rows, unique viewers and who is watching now
                 # are all written again, under new epochs.
                 log.warning("redis lost its data (or first start): rebuilding what we own")
-                self.checkpoint()
-                self.parts.clear()
+                self.forget()
                 return
         except RedisError:
             self.flush_errors.inc()
@@ -285,8 +302,7 @@ def create_app(settings: AggregatorSettings) -> faust.App:
         rolled table entries back to their changelog, and the consumer resumes from the
         committed offsets, so the only consistent base is the table as recovered. Each
         partition is rebuilt (with a new epoch, in replace mode) at its next record."""
-        agg.checkpoint()
-        agg.parts.clear()
+        agg.forget()
 
     app.on_partitions_revoked.connect(forget_derived_state)
     app.on_partitions_assigned.connect(forget_derived_state)
