@@ -30,6 +30,11 @@ from aggregator.sessions import (
 )
 from aggregator.timebuckets import HOUR_MS
 
+ENTRY_VERSION = 2
+"""`SessionEntry.to_bytes` format: 2 packs the remembered ids (`SessionState.to_dict`); 1 (no
+"v") listed them. Readers accept both and ignore fields they do not know, so a field can be
+added without a new version."""
+
 
 @dataclass(slots=True)
 class SessionEntry:
@@ -54,6 +59,7 @@ class SessionEntry:
     def to_bytes(self) -> bytes:
         return orjson.dumps(
             {
+                "v": ENTRY_VERSION,
                 "p": self.partition,
                 "dims": self.dims,
                 "viewer": self.viewer,

@@ -154,11 +154,16 @@ class SessionState:
         values["reported_ttff"] = (
             None if ttff is None else (int(ttff[0]), str(ttff[1]), int(ttff[2]))
         )
-        values["seen_ids"] = _unpack_seen(values.get("seen_ids", ""), values["last_event_ms"])
-        return cls(**values)
+        seen = values.get("seen_ids", "")
+        if isinstance(seen, list):  # written before ids were hashed: [[event_ms, id], ...]
+            values["seen_ids"] = {id_hash(str(i)): int(ms) for ms, i in sorted(seen)}
+        else:
+            values["seen_ids"] = _unpack_seen(seen, values["last_event_ms"])
+        return cls(**{name: values[name] for name in _STATE_NAMES if name in values})
 
 
 _STATE_FIELDS = dataclasses.fields(SessionState)
+_STATE_NAMES = tuple(f.name for f in _STATE_FIELDS)
 _SEEN = struct.Struct("<QI")  # id hash, last_event_ms - event_ms (<= the lateness)
 
 

@@ -564,3 +564,11 @@ def test_the_in_place_shortcut_is_apply(
         state, _ = apply(state, server_ts, event)
         if close_now:
             state, _ = close(state, state.last_seen_ms + SESSION_TIMEOUT_MS)
+
+
+def test_state_written_before_ids_were_hashed_still_reads() -> None:
+    state, _ = run([ev(1, "play", T0), hb(1, T0 + 5_000, time_playing_ms=5_000)])
+    old = state.to_dict()
+    old["seen_ids"] = [[T0 + 5_000, "hb1"], [T0, "play1"]]
+    old["some_later_field"] = 1
+    assert SessionState.from_dict(json.loads(json.dumps(old))) == state
