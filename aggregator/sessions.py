@@ -60,7 +60,8 @@ import base64
 import dataclasses
 import hashlib
 import math
-import struct
+import sys
+from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -164,18 +165,31 @@ class SessionState:
 
 _STATE_FIELDS = dataclasses.fields(SessionState)
 _STATE_NAMES = tuple(f.name for f in _STATE_FIELDS)
-_SEEN = struct.Struct("<QI")  # id hash, last_event_ms - event_ms (<= the lateness)
+_AGE = next(code for code in "IL" if array(code).itemsize == 4)  # a 4-byte unsigned int
 
 
 def _pack_seen(seen: Mapping[int, int], last_event_ms: int) -> str:
-    """base64 of (hash, age) pairs, 12 bytes per id, in the dict's (event-time) order."""
-    return base64.b64encode(
-        b"".join(_SEEN.pack(h, last_event_ms - ms) for h, ms in seen.items())
-    ).decode()
+    """base64 of the id hashes (8 bytes each, little-endian) then their ages,
+    `last_event_ms - event_ms` (4 bytes each: at most the lateness), in the dict's
+    (event-time) order: 12 bytes per id."""
+    hashes = array("Q", seen)
+    ages = array(_AGE, [last_event_ms - ms for ms in seen.values()])
+    if sys.byteorder == "big":  # pragma: no cover - the format is little-endian
+        hashes.byteswap()
+        ages.byteswap()
+    return base64.b64encode(hashes.tobytes() + ages.tobytes()).decode()
 
 
 def _unpack_seen(packed: str, last_event_ms: int) -> dict[int, int]:
-    return {h: last_event_ms - age for h, age in _SEEN.iter_unpack(base64.b64decode(packed))}
+    raw = base64.b64decode(packed)
+    n = len(raw) // 12
+    hashes, ages = array("Q"), array(_AGE)
+    hashes.frombytes(raw[: 8 * n])
+    ages.frombytes(raw[8 * n :])
+    if sys.byteorder == "big":  # pragma: no cover
+        hashes.byteswap()
+        ages.byteswap()
+    return {h: last_event_ms - age for h, age in zip(hashes, ages, strict=True)}
 
 
 def id_hash(event_id: str) -> int:
