@@ -253,12 +253,6 @@ def create_app(settings: AggregatorSettings) -> faust.App:
     agg.table = sessions
     views = raw_topic(settings.views_topic)
 
-    async def publish_view(session_id: str, was_closed: bool, entry: SessionEntry) -> None:
-        """Each view that closes goes to `views` (at least once: see `view_summary`)."""
-        if not was_closed and entry.state is not None and entry.state.closed:
-            summary = orjson.dumps(view_summary(session_id, entry))
-            await views.send(key=session_id.encode(), value=summary)
-
     @app.agent(beacons, concurrency=1)
     async def aggregate(stream: Any) -> None:
         # Acks are manual: a record is acked only once the sessions it changed are written to
@@ -280,10 +274,15 @@ def create_app(settings: AggregatorSettings) -> faust.App:
                 part.offset = message.offset
                 agg.hold(manual, event)
                 continue
+            # The whole record is folded without an await in between: a checkpoint (or a
+            # `forget`, which checkpoints first) then sees all of it or none of it, so a
+            # record is never acked with part of its changes unwritten.
+            closed: list[tuple[str, bytes]] = []  # the views it closed, published after
             if tick is not None:
                 agg.records.labels("tick").inc()
                 for session_id, entry, was_closed in part.close_due(int(tick)):
-                    await publish_view(session_id, was_closed, entry)
+                    if not was_closed and entry.state is not None and entry.state.closed:
+                        closed.append((session_id, orjson.dumps(view_summary(session_id, entry))))
             else:
                 agg.records.labels("beacons").inc()
                 agg.last_beacons_at = time.monotonic()
@@ -291,10 +290,12 @@ def create_app(settings: AggregatorSettings) -> faust.App:
                 for envelope in envelopes:
                     session_id, entry, was_closed = part.fold_envelope(envelope)
                     if not was_closed and entry.state is not None and entry.state.closed:
-                        await publish_view(session_id, was_closed, entry)  # `ended`
+                        closed.append((session_id, orjson.dumps(view_summary(session_id, entry))))
                     n_events += len(envelope["events"])
                 agg.events.inc(n_events)
             part.offset = message.offset
+            for session_id, summary in closed:  # at least once: see `view_summary`
+                await views.send(key=session_id.encode(), value=summary)
             agg.hold(manual, event)
 
     def forget_derived_state(sender: Any, /, *args: Any, **kwargs: Any) -> None:
