@@ -37,7 +37,8 @@ later timestamps are clamped down to `server_ts + 5 s`."""
 ALLOWED_LATENESS_MS = 600_000
 """Within one session, an event whose (clamped) event time is more than 10 min older than the
 newest event time already accepted is dropped as late. Event ids are remembered for this long,
-so deduplication is exact inside the window. Because it is at least
+so deduplication is exact inside the window (up to 64-bit hash collisions, see
+`aggregator.sessions` rule 2). Because it is at least
 `CLOCK_SKEW_PAST_MS + CLOCK_SKEW_FUTURE_MS`, nothing is dropped as late unless two collectors'
 clocks disagree by minutes. It also bounds how far a view's anchor (its earliest event time,
 where its session-level facts are counted) can move: only late events inside this window move
@@ -103,6 +104,8 @@ class SessionPolicy:
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
+        if self.allowed_lateness_ms >= 2**32:
+            raise ValueError("allowed_lateness_ms must be below 2**32 (49 days)")
         if self.max_seen_event_ids < 1:
             raise ValueError("max_seen_event_ids must be >= 1")
         if self.allowed_lateness_ms < self.clock_skew_past_ms + self.clock_skew_future_ms:

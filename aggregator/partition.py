@@ -29,8 +29,20 @@ from aggregator.concurrency import (
 )
 from aggregator.definitions import BREAKDOWN_DIMENSIONS, DEFAULT_POLICY, SessionPolicy
 from aggregator.metrics import ZERO, Components
-from aggregator.rollups import PartitionRollups
-from aggregator.sessions import SessionState, apply_batch, close, closes_at_ms
+from aggregator.rollups import PartitionRollups, Values, full_values
+from aggregator.sessions import (
+    SessionState,
+    absorb_steady_heartbeat,
+    apply_batch,
+    close,
+    closes_at_ms,
+)
+from aggregator.timebuckets import HOUR_MS
+
+ENTRY_VERSION = 2
+"""`SessionEntry.to_bytes` format: 2 packs the remembered ids (`SessionState.to_dict`); 1 (no
+"v") listed them. Readers accept both and ignore fields they do not know, so a field can be
+added without a new version."""
 
 
 @dataclass(slots=True)
@@ -51,10 +63,15 @@ class SessionEntry:
     totals: dict[int, Components] = field(default_factory=dict)
     last_seen_ms: int = 0
     coverage: Runs = ()
+    full: Values = field(init=False, repr=False, compare=False)  # `dims` as a rollup tuple
+
+    def __post_init__(self) -> None:
+        self.full = full_values(self.dims)
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(
             {
+                "v": ENTRY_VERSION,
                 "p": self.partition,
                 "dims": self.dims,
                 "viewer": self.viewer,
@@ -115,15 +132,21 @@ class PartitionAggregate:
     concurrency: PartitionConcurrency = field(default_factory=PartitionConcurrency)
     offset: int = -1
     stream_time_ms: int = 0
+    # Every session of the partition, decoded: the worker folds into these and writes the
+    # changed ones to the table once per checkpoint (`take_unsaved`), not once per envelope.
+    sessions: dict[str, SessionEntry] = field(default_factory=dict)
+    _unsaved: dict[str, SessionEntry] = field(default_factory=dict)
     _open: dict[str, int] = field(default_factory=dict)  # session id -> closes at (ms)
-    _touched: dict[str, Touched] = field(default_factory=dict)
+    # sessions with a beacon since the last take (made `Touched` when taken, as they are then)
+    _touched: dict[str, SessionEntry | Touched] = field(default_factory=dict)
 
     def rebuild(self, entries: Iterable[tuple[str, SessionEntry]]) -> None:
         """Derives rollups and open sessions from the table (after a restart or a rebalance)."""
         for session_id, entry in entries:
             if entry.partition != self.partition:
                 continue
-            self.rollups.add(entry.dims, entry.totals)
+            self.sessions[session_id] = entry
+            self.rollups.add_full(entry.full, entry.totals)
             self.concurrency.add(concurrency_scopes(entry.dims), entry.coverage)
             if entry.state is not None and (due := closes_at_ms(entry.state, self.policy)):
                 self._open[session_id] = due
@@ -138,13 +161,31 @@ class PartitionAggregate:
         """Folds one enriched envelope into its session; returns the entry to store."""
         server_ts = int(envelope["server_timestamp"])
         session_id = envelope["envelope"]["session_id"]
+        events = envelope["events"]
+        if entry is not None and entry.state is not None and len(events) == 1:
+            steady = absorb_steady_heartbeat(entry.state, server_ts, events[0], self.policy)
+            if steady is not None:  # the common case, folded in place (same result)
+                event_ms, playing, buffer = steady
+                if server_ts > entry.last_seen_ms:
+                    entry.last_seen_ms = server_ts
+                if server_ts > self.stream_time_ms:
+                    self.stream_time_ms = server_ts
+                if playing or buffer:
+                    hour = event_ms - event_ms % HOUR_MS
+                    total = entry.totals.get(hour)
+                    delta = Components(playing_ms=playing, buffer_ms=buffer)
+                    entry.totals[hour] = delta if total is None else total + delta
+                    self.rollups.add_activity(entry.full, hour, playing, buffer)
+                self._open[session_id] = entry.state.last_seen_ms + self.policy.timeout_ms
+                self._cover(entry, server_ts)
+                self._touch(session_id, entry)
+                return entry
         if entry is None:
             entry = SessionEntry(self.partition, dims_of(envelope), envelope["viewer_hash"])
         state, contribution = apply_batch(entry.state, server_ts, envelope["events"], self.policy)
         entry.state = state
         entry.last_seen_ms = max(entry.last_seen_ms, server_ts)
-        entry.coverage, added = cover(entry.coverage, beacon_run(server_ts))
-        self.concurrency.add(concurrency_scopes(entry.dims), added)
+        self._cover(entry, server_ts)
         self.stream_time_ms = max(self.stream_time_ms, server_ts)
         self._record(entry, contribution.by_bucket("hour"))
         if state is not None and (due := closes_at_ms(state, self.policy)) is not None:
@@ -153,6 +194,35 @@ class PartitionAggregate:
             self._open.pop(session_id, None)
         self._touch(session_id, entry)
         return entry
+
+    def fold_envelope(self, envelope: Mapping[str, Any]) -> tuple[str, SessionEntry, bool]:
+        """`apply_envelope` on the held session: (session id, its entry, whether it was closed
+        before). The entry is saved to the table at the next `take_unsaved`."""
+        session_id = envelope["envelope"]["session_id"]
+        stored = self.sessions.get(session_id)
+        was_closed = stored is not None and stored.state is not None and stored.state.closed
+        entry = self.apply_envelope(envelope, stored)
+        self.sessions[session_id] = self._unsaved[session_id] = entry
+        return session_id, entry, was_closed
+
+    def close_due(self, now_ms: int) -> list[tuple[str, SessionEntry, bool]]:
+        """`apply_close` on every held session due at `now_ms`: (id, entry, was closed)."""
+        out = []
+        for session_id in self.due(now_ms):
+            entry = self.sessions.get(session_id)
+            if entry is None:
+                self._open.pop(session_id, None)
+                continue
+            was_closed = entry.state is not None and entry.state.closed
+            self.apply_close(session_id, entry, now_ms)
+            self._unsaved[session_id] = entry
+            out.append((session_id, entry, was_closed))
+        return out
+
+    def take_unsaved(self) -> dict[str, SessionEntry]:
+        """The sessions changed since the last take, to write to the table."""
+        unsaved, self._unsaved = self._unsaved, {}
+        return unsaved
 
     def due(self, now_ms: int) -> list[str]:
         """Session ids whose timeout has passed at `now_ms` (stream time from a tick)."""
@@ -177,23 +247,31 @@ class PartitionAggregate:
                 entry.totals.pop(hour, None)
             else:
                 entry.totals[hour] = total
-        self.rollups.add(entry.dims, by_hour)
+        self.rollups.add_full(entry.full, by_hour)
+
+    def _cover(self, entry: SessionEntry, server_ts: int) -> None:
+        """Counts the session at the sample instants its beacon at `server_ts` newly covers."""
+        entry.coverage, added = cover(entry.coverage, beacon_run(server_ts))
+        if added:
+            self.concurrency.add(concurrency_scopes(entry.dims), added)
 
     def _touch(self, session_id: str, entry: SessionEntry) -> None:
-        has_error = entry.state is not None and entry.state.error_count > 0
-        view_hours = tuple(h for h, c in entry.totals.items() if c.views > 0)
-        self._touched[session_id] = Touched(
-            entry.dims, entry.viewer, entry.last_seen_ms, has_error, view_hours
-        )
+        self._touched[session_id] = entry
 
     def take_touched(self) -> dict[str, Touched]:
         touched, self._touched = self._touched, {}
-        return touched
+        return {sid: t if isinstance(t, Touched) else _touched(t) for sid, t in touched.items()}
 
     def restore_touched(self, touched: Mapping[str, Touched]) -> None:
         """Puts back what a failed flush took, unless the session was touched again since."""
         for session_id, t in touched.items():
             self._touched.setdefault(session_id, t)
+
+
+def _touched(entry: SessionEntry) -> Touched:
+    has_error = entry.state is not None and entry.state.error_count > 0
+    view_hours = tuple(h for h, c in entry.totals.items() if c.views > 0)
+    return Touched(entry.dims, entry.viewer, entry.last_seen_ms, has_error, view_hours)
 
 
 def view_summary(session_id: str, entry: SessionEntry) -> dict[str, Any]:

@@ -9,7 +9,10 @@ timeout, driven by an injected clock. The rules, all in `aggregator.definitions`
 1. Event time. `event_ms = clamp(event["timestamp"], server_ts - 5 min, server_ts + 5 s)`,
    using the envelope's server receive time. A missing or non-numeric timestamp uses server_ts.
 2. Duplicates. An event whose `id` was already accepted counts once. Events without an `id`
-   cannot be deduplicated and always count.
+   cannot be deduplicated and always count. Ids are remembered as 64-bit BLAKE2b hashes
+   (`id_hash`), which keeps a session's state small; two different ids of one session share a
+   hash with probability about n/2^64 per event (n remembered ids, at most
+   `MAX_SEEN_EVENT_IDS`), i.e. never in practice, and the second would then be dropped.
 3. Lateness. An event more than `ALLOWED_LATENESS_MS` (10 min) older than the newest event time
    accepted in the session (the watermark) is dropped as late (its id may be forgotten). If every
    event of a session is within the lateness of every other (and the session has no more than
@@ -53,8 +56,12 @@ timeout, driven by an injected clock. The rules, all in `aggregator.definitions`
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 import math
+import sys
+from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -75,9 +82,12 @@ from aggregator.timebuckets import Step, floor
 Event = Mapping[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SessionState:
-    """One view's state. `to_dict`/`from_dict` give a JSON-safe plain dict (for a Faust table)."""
+    """One view's state. `to_dict`/`from_dict` give a JSON-safe plain dict (for a Faust table).
+
+    Treated as a value: every function here returns a new state and leaves its argument alone,
+    except `absorb_steady_heartbeat`, the streaming path's in-place shortcut."""
 
     first_event_ms: int  # earliest accepted event time of this view: the anchor (rule 4)
     last_event_ms: int  # newest accepted event time; the lateness watermark
@@ -92,7 +102,8 @@ class SessionState:
     fatal_error: bool = False
     closed: bool = False
     was_closed: bool = False
-    seen_ids: tuple[tuple[int, str], ...] = ()  # (event_ms, id), sorted
+    # id hash -> event_ms of the accepted ids within the lateness, in event-time order
+    seen_ids: dict[int, int] = dataclasses.field(default_factory=dict)
     dedupe_floor_ms: int | None = None  # events at or before this are dropped (ids evicted)
 
     @property
@@ -131,9 +142,11 @@ class SessionState:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain values; tuples stay tuples (orjson writes them as arrays). Not `asdict`, which
-        deep-copies every remembered id and was a fifth of the worker's time."""
-        return {f.name: getattr(self, f.name) for f in _STATE_FIELDS}
+        """JSON-safe plain values. The remembered ids are packed (`_pack_seen`): they were
+        most of a session's bytes."""
+        out = {f.name: getattr(self, f.name) for f in _STATE_FIELDS}
+        out["seen_ids"] = _pack_seen(self.seen_ids, self.last_event_ms)
+        return out
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> SessionState:
@@ -142,11 +155,46 @@ class SessionState:
         values["reported_ttff"] = (
             None if ttff is None else (int(ttff[0]), str(ttff[1]), int(ttff[2]))
         )
-        values["seen_ids"] = tuple((int(ms), str(i)) for ms, i in values.get("seen_ids", ()))
-        return cls(**values)
+        seen = values.get("seen_ids", "")
+        if isinstance(seen, list):  # written before ids were hashed: [[event_ms, id], ...]
+            values["seen_ids"] = {id_hash(str(i)): int(ms) for ms, i in sorted(seen)}
+        else:
+            values["seen_ids"] = _unpack_seen(seen, values["last_event_ms"])
+        return cls(**{name: values[name] for name in _STATE_NAMES if name in values})
 
 
 _STATE_FIELDS = dataclasses.fields(SessionState)
+_STATE_NAMES = tuple(f.name for f in _STATE_FIELDS)
+_AGE = next(code for code in "IL" if array(code).itemsize == 4)  # a 4-byte unsigned int
+
+
+def _pack_seen(seen: Mapping[int, int], last_event_ms: int) -> str:
+    """base64 of the id hashes (8 bytes each, little-endian) then their ages,
+    `last_event_ms - event_ms` (4 bytes each: at most the lateness), in the dict's
+    (event-time) order: 12 bytes per id."""
+    hashes = array("Q", seen)
+    ages = array(_AGE, [last_event_ms - ms for ms in seen.values()])
+    if sys.byteorder == "big":  # pragma: no cover - the format is little-endian
+        hashes.byteswap()
+        ages.byteswap()
+    return base64.b64encode(hashes.tobytes() + ages.tobytes()).decode()
+
+
+def _unpack_seen(packed: str, last_event_ms: int) -> dict[int, int]:
+    raw = base64.b64decode(packed)
+    n = len(raw) // 12
+    hashes, ages = array("Q"), array(_AGE)
+    hashes.frombytes(raw[: 8 * n])
+    ages.frombytes(raw[8 * n :])
+    if sys.byteorder == "big":  # pragma: no cover
+        hashes.byteswap()
+        ages.byteswap()
+    return {h: last_event_ms - age for h, age in zip(hashes, ages, strict=True)}
+
+
+def id_hash(event_id: str) -> int:
+    """The 64-bit hash an event id is remembered by (rule 2): stable across processes."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +217,9 @@ class Contribution:
 
     def by_bucket(self, step: Step) -> dict[int, Components]:
         """Deltas summed per bucket start; buckets whose deltas cancel are left out."""
+        if len(self.deltas) == 1:
+            at_ms, delta = self.deltas[0]
+            return {} if delta.is_zero() else {floor(at_ms, step): delta}
         out: dict[int, Components] = {}
         for at_ms, delta in self.deltas:
             start = floor(at_ms, step)
@@ -203,6 +254,9 @@ def _number(event: Event, key: str) -> int | None:
 
 
 def _count(event: Event, key: str) -> int:
+    raw = event.get(key)
+    if type(raw) is int:  # the usual case, without `_number`'s checks (bool is not int here)
+        return raw if raw > 0 else 0
     return _number(event, key) or 0
 
 
@@ -225,19 +279,15 @@ def _is_late(state: SessionState, event_ms: int, policy: SessionPolicy) -> bool:
 
 
 def _remember(
-    state: SessionState, event_ms: int, event_id: str | None, policy: SessionPolicy
+    state: SessionState, event_ms: int, key: int | None, policy: SessionPolicy
 ) -> SessionState:
     newest = max(state.last_event_ms, event_ms)
     anchor = min(state.first_event_ms, event_ms)
-    seen = state.seen_ids
-    if event_id is not None:
-        seen = tuple(sorted((*seen, (event_ms, event_id))))
-    horizon = newest - policy.allowed_lateness_ms
-    seen = tuple(pair for pair in seen if pair[0] >= horizon)
+    seen = _remembered(state, newest, event_ms, key, policy)
     floor_ms = state.dedupe_floor_ms
     if len(seen) > policy.max_seen_event_ids:
-        cut = seen[len(seen) - policy.max_seen_event_ids - 1][0]
-        seen = tuple(pair for pair in seen if pair[0] > cut)
+        cut = list(seen.values())[len(seen) - policy.max_seen_event_ids - 1]
+        seen = {h: ms for h, ms in seen.items() if ms > cut}
         floor_ms = cut if floor_ms is None else max(floor_ms, cut)
     return dataclasses.replace(
         state,
@@ -246,6 +296,35 @@ def _remember(
         seen_ids=seen,
         dedupe_floor_ms=floor_ms,
     )
+
+
+def _remembered(
+    state: SessionState, newest: int, event_ms: int, key: int | None, policy: SessionPolicy
+) -> dict[int, int]:
+    """A copy of the remembered ids, updated by `_remember_in_place`."""
+    seen = dict(state.seen_ids)
+    return _remember_in_place(seen, newest, event_ms, key, policy)
+
+
+def _remember_in_place(
+    seen: dict[int, int], newest: int, event_ms: int, key: int | None, policy: SessionPolicy
+) -> dict[int, int]:
+    """Adds `key` (an `id_hash`) at `event_ms` and forgets the ids older than the lateness
+    behind `newest`, keeping event-time order so the oldest come first. Returns `seen`."""
+    if key is not None:
+        in_order = not seen or event_ms >= next(reversed(seen.values()))
+        seen[key] = event_ms
+        if not in_order:
+            ordered = sorted(seen.items(), key=lambda item: item[1])
+            seen.clear()
+            seen.update(ordered)
+    horizon = newest - policy.allowed_lateness_ms
+    while seen:
+        oldest = next(iter(seen))
+        if seen[oldest] >= horizon:
+            break
+        del seen[oldest]
+    return seen
 
 
 def _absorb(
@@ -301,6 +380,86 @@ def _fact_deltas(
     return [(anchor_before_ms, -before), (state.first_event_ms, after)]
 
 
+def _steady_activity(
+    state: SessionState, event_ms: int, event: Event, policy: SessionPolicy
+) -> tuple[int, int] | None:
+    """(playing_ms, buffer_ms) of `event` if it is `apply`'s common case for this state: a
+    heartbeat of an open view, not before its anchor, that changes none of its facts (no
+    errors, no reported TTFF, no new play intent) and does not overflow the remembered ids.
+    Such an event moves only the watermark, the remembered ids and the activity sums, and
+    contributes its activity alone. None otherwise (the general rule applies)."""
+    if state.closed or event_ms < state.first_event_ms or event.get("type") != HEARTBEAT_EVENT:
+        return None
+    if _count(event, "errors") or _number(event, "play_to_first_frame_ms") is not None:
+        return None
+    playing = _count(event, "time_playing_ms")
+    buffer = _count(event, "time_stalled_ms") + _count(event, "time_waiting_ms")
+    if (playing or buffer) and not state.play_intent:
+        return None
+    if len(state.seen_ids) >= policy.max_seen_event_ids:
+        return None  # may need the cap (rule 3): the general rule applies it
+    return playing, buffer
+
+
+def _absorb_steady(
+    state: SessionState,
+    server_ts: int,
+    event_ms: int,
+    key: int | None,
+    playing: int,
+    buffer: int,
+    policy: SessionPolicy,
+) -> None:
+    """Applies a `_steady_activity` event to `state` in place."""
+    newest = max(state.last_event_ms, event_ms)
+    _remember_in_place(state.seen_ids, newest, event_ms, key, policy)
+    state.last_event_ms = newest
+    if server_ts > state.last_seen_ms:
+        state.last_seen_ms = server_ts
+    state.playing_ms += playing
+    state.buffer_ms += buffer
+
+
+def _steady_heartbeat(
+    state: SessionState,
+    server_ts: int,
+    event_ms: int,
+    key: int | None,
+    event: Event,
+    policy: SessionPolicy,
+) -> tuple[SessionState, Contribution] | None:
+    """`apply` of a `_steady_activity` event, on a copy of `state`."""
+    activity = _steady_activity(state, event_ms, event, policy)
+    if activity is None:
+        return None
+    playing, buffer = activity
+    new = dataclasses.replace(state, seen_ids=dict(state.seen_ids))
+    _absorb_steady(new, server_ts, event_ms, key, playing, buffer, policy)
+    if not (playing or buffer):
+        return new, Contribution()
+    return new, Contribution(((event_ms, Components(playing_ms=playing, buffer_ms=buffer)),))
+
+
+def absorb_steady_heartbeat(
+    state: SessionState, server_ts_ms: int, event: Event, policy: SessionPolicy = DEFAULT_POLICY
+) -> tuple[int, int, int] | None:
+    """`apply` for the streaming path's common case, in place: when `event` is new (not a
+    duplicate, not late) and a `_steady_activity` event, folds it into `state` itself and
+    returns (event_ms, playing_ms, buffer_ms), the activity it contributes at event_ms.
+    Otherwise changes nothing and returns None: use `apply`. The caller must own `state`."""
+    event_ms = event_time_ms(event, server_ts_ms, policy)
+    activity = _steady_activity(state, event_ms, event, policy)
+    if activity is None:
+        return None
+    event_id = _event_id(event)
+    key = None if event_id is None else id_hash(event_id)
+    if (key is not None and key in state.seen_ids) or _is_late(state, event_ms, policy):
+        return None
+    playing, buffer = activity
+    _absorb_steady(state, server_ts_ms, event_ms, key, playing, buffer, policy)
+    return event_ms, playing, buffer
+
+
 def apply(
     state: SessionState | None,
     envelope_server_ts_ms: int,
@@ -311,12 +470,28 @@ def apply(
     server_ts = envelope_server_ts_ms
     event_ms = event_time_ms(event, server_ts, policy)
     event_id = _event_id(event)
+    key = None if event_id is None else id_hash(event_id)
     if state is not None:
-        if event_id is not None and any(i == event_id for _, i in state.seen_ids):
+        if key is not None and key in state.seen_ids:
             return state, Contribution(duplicates=1)
         if _is_late(state, event_ms, policy):
             return state, Contribution(late=1)
+        steady = _steady_heartbeat(state, server_ts, event_ms, key, event, policy)
+        if steady is not None:
+            return steady
+    return _apply_accepted(state, server_ts, event_ms, event_id, key, event, policy)
 
+
+def _apply_accepted(
+    state: SessionState | None,
+    server_ts: int,
+    event_ms: int,
+    event_id: str | None,
+    key: int | None,
+    event: Event,
+    policy: SessionPolicy,
+) -> tuple[SessionState, Contribution]:
+    """`apply` of an event that is neither a duplicate nor late, by the rules as written."""
     before = ZERO
     anchor_before = event_ms
     if state is None or (state.closed and server_ts - state.last_seen_ms > policy.reopen_window_ms):
@@ -336,9 +511,7 @@ def apply(
         anchor_before = state.first_event_ms
         state = dataclasses.replace(state, closed=False)
 
-    state = _absorb(
-        _remember(state, event_ms, event_id, policy), server_ts, event_ms, event_id, event
-    )
+    state = _absorb(_remember(state, event_ms, key, policy), server_ts, event_ms, event_id, event)
     deltas = _fact_deltas(anchor_before, before, state)
     playing, buffer, _ = _heartbeat_deltas(event)
     if playing or buffer:
@@ -361,6 +534,8 @@ def apply_batch(
     def order(event: Event) -> tuple[int, str]:
         return event_time_ms(event, envelope_server_ts_ms, policy), _event_id(event) or ""
 
+    if isinstance(events, list) and len(events) == 1:
+        return apply(state, envelope_server_ts_ms, events[0], policy)
     total = Contribution()
     for event in sorted(events, key=order):
         state, contribution = apply(state, envelope_server_ts_ms, event, policy)

@@ -23,6 +23,11 @@ class AggregatorSettings:
     # (a record carrying the time, so session timeouts are decided in-stream, replayably).
     flush_interval_s: float = 1.0
     tick_interval_s: float = 1.0
+    # The most of a busy worker's time flushes may take: after a flush that took d seconds,
+    # the next waits at least d / share - d while beacons keep coming (so a worker catching
+    # up flushes less often instead of rewriting the same rows; one that has caught up, or
+    # whose flushes are short, flushes every interval).
+    flush_max_share: float = 0.25
     # Session rules (aggregator.definitions); the timeout is configurable, the rest are constants.
     session_timeout_s: float = 60.0
     # Kafka consumer-group session timeout: how long a dead worker keeps its partitions.
@@ -49,6 +54,7 @@ class AggregatorSettings:
             port=int(port),
             flush_interval_s=float(env.get("PLAYPULSE_FLUSH_INTERVAL_S", d.flush_interval_s)),
             tick_interval_s=float(env.get("PLAYPULSE_TICK_INTERVAL_S", d.tick_interval_s)),
+            flush_max_share=float(env.get("PLAYPULSE_FLUSH_MAX_SHARE", d.flush_max_share)),
             session_timeout_s=float(env.get("PLAYPULSE_SESSION_TIMEOUT_S", d.session_timeout_s)),
             group_session_timeout_s=float(
                 env.get("PLAYPULSE_AGGREGATOR_GROUP_SESSION_TIMEOUT_S", d.group_session_timeout_s)
@@ -58,6 +64,10 @@ class AggregatorSettings:
             ),
             data_dir=env.get("PLAYPULSE_AGGREGATOR_DATA_DIR", f"{state}/aggregator"),
         )
+
+    def __post_init__(self) -> None:
+        if not 0 < self.flush_max_share <= 1:
+            raise ValueError("flush_max_share must be in (0, 1]")
 
     @property
     def policy(self) -> SessionPolicy:

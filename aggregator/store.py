@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from aggregator import keys
 from aggregator.concurrency import PEAK_STEPS, Minutes, PeakStep, minute_peaks, step_peaks
 from aggregator.metrics import OPTIONAL_FIELDS, Components, to_viewership
-from aggregator.rollups import RowWrite
+from aggregator.rollups import RowId, RowWrite
 from aggregator.timebuckets import HOUR_MS, MINUTE_MS, Step, cover, floor, steps
 
 ALL_FIELDS = OPTIONAL_FIELDS  # every optional viewership field (viewCount, playtimeMins always)
@@ -23,9 +23,32 @@ ALL_FIELDS = OPTIONAL_FIELDS  # every optional viewership field (viewCount, play
 class RollupWriter:
     """Writes one partition's rows as absolute values under its version (the source offset)."""
 
+    _CACHE_MAX = 200_000
+
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._script = redis.register_script(keys.WRITE_SCRIPT)
+        # The same rows and tuples are written flush after flush: build their names once.
+        self._keys: dict[RowId, str] = {}
+        self._fields: dict[tuple[int, tuple[str | None, ...]], str] = {}
+
+    def _key(self, row: RowId) -> str:
+        key = self._keys.get(row)
+        if key is None:
+            if len(self._keys) >= self._CACHE_MAX:
+                self._keys.clear()
+            key = self._keys[row] = keys.rollup_key(
+                row.grain, row.bucket_ms, row.scope_dim, row.scope_value, row.dims
+            )
+        return key
+
+    def _field(self, partition: int, values: tuple[str | None, ...]) -> str:
+        name = self._fields.get((partition, values))
+        if name is None:
+            if len(self._fields) >= self._CACHE_MAX:
+                self._fields.clear()
+            name = self._fields[(partition, values)] = keys.row_field(partition, values)
+        return name
 
     async def write(
         self, partition: int, version: int, writes: Sequence[RowWrite], *, replace: bool = False
@@ -43,14 +66,12 @@ class RollupWriter:
             if not replace and not write.values and not write.deleted:
                 continue  # created and emptied between two flushes: nothing to say
             row = write.row
-            key = keys.rollup_key(
-                row.grain, row.bucket_ms, row.scope_dim, row.scope_value, row.dims
-            )
+            key = self._key(row)
             args: list[Any] = [vfield, version, keys.RETENTION_S[row.grain], mode]
             for values, components in write.values.items():
-                args += [keys.row_field(partition, values), orjson.dumps(components.to_fields())]
+                args += [self._field(partition, values), orjson.dumps(components.to_fields())]
             for values in write.deleted:
-                args += [keys.row_field(partition, values), ""]
+                args += [self._field(partition, values), ""]
             targets[key] = args
         if replace:
             for member in await self._redis.smembers(keys.written_key(partition)):

@@ -27,6 +27,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
     generate_latest,
 )
 from redis.asyncio import Redis
@@ -35,7 +36,7 @@ from redis.exceptions import RedisError
 from aggregator.partition import PartitionAggregate, SessionEntry, view_summary
 from aggregator.settings import AggregatorSettings
 from aggregator.store import ConcurrencyWriter, RollupWriter, TouchedWriter
-from ingest.record import decode_record
+from ingest.record import envelopes_of
 
 log = logging.getLogger(__name__)
 
@@ -46,28 +47,6 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4"  # version = epoch << 40 | (offset
 
 def tick_record(now_ms: int) -> bytes:
     return orjson.dumps({"v": 2, "tick": now_ms, "envelopes": []})
-
-
-async def save_sessions(table: Any, partition: int, changed: dict[bytes, bytes]) -> None:
-    """Writes a record's changed sessions to the table and its changelog, once each.
-
-    `table[key] = value` would queue the changelog record in faust's producer buffer, and the
-    flush faust runs before committing offsets (`ProducerBuffer.flush_atmost`) gives up after
-    0.1 s without progress: on a loaded machine offsets were committed ahead of the changelog,
-    and a worker that left lost those updates. A `send` from inside the agent is instead
-    attached to the record's offset: faust publishes it, and waits for Kafka's acknowledgement,
-    before it commits that offset. Attached messages of one offset are published in no set
-    order, hence one changelog record per session per Kafka record.
-    """
-    for key, value in changed.items():
-        table.data[key] = value
-        await table.changelog_topic.send(
-            key=key,
-            value=value,
-            partition=partition,  # the table's partition is the source partition
-            key_serializer="raw",
-            value_serializer="raw",
-        )
 
 
 class Aggregator:
@@ -82,6 +61,13 @@ class Aggregator:
         self.parts: dict[int, PartitionAggregate] = {}
         self.epochs: dict[int, int] = {}
         self.rebuilt: set[int] = set()  # partitions whose next flush replaces what they wrote
+        self.table: Any = None  # the sessions table, set by `create_app`
+        # the table decoded by partition, for rebuilds (None: decode it again)
+        self.table_by_partition: dict[int, list[tuple[str, SessionEntry]]] | None = None
+        self.held: list[tuple[Any, Any]] = []  # (stream, event) processed, not acked yet
+        self.stopping = False
+        self.next_flush_at = 0.0  # monotonic time before which a busy worker skips flushes
+        self.last_beacons_at = 0.0  # monotonic time of the last beacons record processed
         self.token = uuid.uuid4().hex
         self.registry = CollectorRegistry()
         self.records = Counter(
@@ -96,6 +82,12 @@ class Aggregator:
         self.flush_errors = Counter(
             "playpulse_aggregator_flush_errors", "Failed Redis flushes", registry=self.registry
         )
+        self.flush_seconds = Histogram(
+            "playpulse_aggregator_flush_seconds",
+            "How long a flush to Redis took",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
+            registry=self.registry,
+        )
         self.partitions_owned = Gauge(
             "playpulse_aggregator_partitions", "Partitions this worker owns", registry=self.registry
         )
@@ -109,11 +101,17 @@ class Aggregator:
         part = self.parts.get(partition)
         if part is None:
             part = PartitionAggregate(partition, self.settings.policy)
-            # The memory store holds every partition this worker has: rebuild keeps its own.
-            part.rebuild(
-                (key.decode() if isinstance(key, bytes) else key, SessionEntry.from_bytes(value))
-                for key, value in list(table.data.items())
-            )
+            # The memory store holds every partition this worker has: it is decoded once and
+            # split by partition for the rebuilds that follow a `forget`.
+            if self.table_by_partition is None:
+                self.table_by_partition = {}
+                for key, value in list(table.data.items()):
+                    entry = SessionEntry.from_bytes(value)
+                    session_id = key.decode() if isinstance(key, bytes) else key
+                    self.table_by_partition.setdefault(entry.partition, []).append(
+                        (session_id, entry)
+                    )
+            part.rebuild(self.table_by_partition.pop(partition, []))
             key = EPOCH_KEY.format(
                 app=self.settings.app_id, topic=self.settings.topic, partition=partition
             )
@@ -123,10 +121,71 @@ class Aggregator:
             log.info("partition %d: rebuilt, epoch %d", partition, self.epochs[partition])
         return part
 
+    def forget(self, partition: int | None = None) -> None:
+        """Drops the derived state of one partition (or all), after a checkpoint: it is
+        rebuilt from the sessions table at the partition's next record."""
+        self.checkpoint()
+        if partition is None:
+            self.parts.clear()
+        else:
+            self.parts.pop(partition, None)
+        self.table_by_partition = None
+
+    def hold(self, stream: Any, event: Any) -> None:
+        """Keeps a processed record's ack until the next checkpoint (at once when stopping)."""
+        self.held.append((stream, event))
+        if self.stopping:
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Writes every session changed since the last checkpoint to the table (one changelog
+        record per session, not per envelope), then acks the records processed so far.
+
+        Synchronous, so no record is processed half-way through it: every held record's
+        changes are in the sessions written. The changelog records are attached to the last
+        held record of their partition (faust's attachments): before faust commits an offset
+        it publishes what is attached up to it and waits for Kafka's acknowledgement, so a
+        committed offset never runs ahead of the changelog. Not `table[key] = value`: that
+        queues the record in faust's producer buffer, whose flush before a commit
+        (`ProducerBuffer.flush_atmost`) gives up after 0.1 s without progress, and on a loaded
+        machine a worker that left the group lost updates that way (the two-workers fault
+        test, about 1 run in 10).
+        """
+        table = self.table
+        if table is not None:
+            last_held = {event.message.partition: event.message for _, event in self.held}
+            for part in self.parts.values():
+                unsaved = part.take_unsaved()
+                source = last_held.get(part.partition)
+                for session_id, entry in unsaved.items():
+                    key, value = session_id.encode(), entry.to_bytes()
+                    table.data[key] = value
+                    if source is None:  # nothing held to attach to (not expected)
+                        table.send_changelog(part.partition, key, value)
+                        continue
+                    table.app._attachments.put(
+                        source,
+                        table.changelog_topic,
+                        key,
+                        value,
+                        partition=part.partition,  # the table's partition is the source's
+                        key_serializer="raw",
+                        value_serializer="raw",
+                    )
+        held, self.held = self.held, []
+        for stream, event in held:
+            # `Stream.ack` without its coroutine wrapper (it awaits nothing), so that this
+            # can run in a rebalance signal too.
+            message = event.message
+            last = event.ack()
+            stream._on_stream_event_out(message.tp, message.offset, stream, event)
+            if last:
+                stream._on_message_out(message.tp, message.offset, message)
+
     async def flush(self, owned: set[int]) -> None:
         for partition in list(self.parts):
             if partition not in owned:  # revoked: rebuilt with a new epoch if it comes back
-                del self.parts[partition]
+                self.forget(partition)
         self.partitions_owned.set(len(self.parts))
         try:
             if await self.rollup_writer.redis_lost_data(self.token):
@@ -134,7 +193,7 @@ class Aggregator:
                 # comes within tick_interval_s): rows, unique viewers and who is watching now
                 # are all written again, under new epochs.
                 log.warning("redis lost its data (or first start): rebuilding what we own")
-                self.parts.clear()
+                self.forget()
                 return
         except RedisError:
             self.flush_errors.inc()
@@ -165,8 +224,20 @@ class Aggregator:
             self.lag_s.set(max(0.0, (now_ms - min(newest)) / 1000))
 
 
+class AggregatorApp(faust.App):
+    """faust's App that checkpoints before it waits for the streams' acks when it stops (its
+    timers have stopped by then, so the flush's checkpoint would never come)."""
+
+    aggregator: Aggregator
+
+    async def on_stop(self) -> None:
+        self.aggregator.stopping = True
+        self.aggregator.checkpoint()
+        await super().on_stop()
+
+
 def create_app(settings: AggregatorSettings) -> faust.App:
-    app = faust.App(
+    app = AggregatorApp(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
@@ -184,7 +255,7 @@ def create_app(settings: AggregatorSettings) -> faust.App:
         stream_wait_empty=True,
     )
     agg = Aggregator(settings)
-    app.aggregator = agg  # type: ignore[attr-defined]
+    app.aggregator = agg
 
     def raw_topic(name: str) -> Any:
         """A topic of bytes both ways: records are orjson we decode ourselves."""
@@ -204,65 +275,60 @@ def create_app(settings: AggregatorSettings) -> faust.App:
         "sessions", key_type=bytes, value_type=bytes, partitions=settings.topic_partitions
     )
 
+    agg.table = sessions
     views = raw_topic(settings.views_topic)
-
-    async def publish_view(session_id: str, was_closed: bool, entry: SessionEntry) -> None:
-        """Each view that closes goes to `views` (at least once: see `view_summary`)."""
-        if not was_closed and entry.state is not None and entry.state.closed:
-            summary = orjson.dumps(view_summary(session_id, entry))
-            await views.send(key=session_id.encode(), value=summary)
 
     @app.agent(beacons, concurrency=1)
     async def aggregate(stream: Any) -> None:
-        async for event in stream.events():
+        # Acks are manual: a record is acked only once the sessions it changed are written to
+        # the table (`Aggregator.checkpoint`), so a committed offset never runs ahead of the
+        # changelog.
+        manual = stream.noack()
+        async for event in manual.events():
             message = event.message
             part = await agg.partition(message.partition, sessions)
             try:
                 doc = orjson.loads(event.value)
                 tick = doc.get("tick")
-                envelopes = [] if tick is not None else decode_record(event.value)
+                envelopes = [] if tick is not None else envelopes_of(doc)
             except (ValueError, AttributeError):
                 agg.records.labels("unreadable").inc()
                 log.warning(
                     "skipping unreadable record at %s:%d", message.partition, message.offset
                 )
                 part.offset = message.offset
+                agg.hold(manual, event)
                 continue
-            changed: dict[bytes, bytes] = {}
+            # The whole record is folded without an await in between: a checkpoint (or a
+            # `forget`, which checkpoints first) then sees all of it or none of it, so a
+            # record is never acked with part of its changes unwritten.
+            closed: list[tuple[str, bytes]] = []  # the views it closed, published after
             if tick is not None:
                 agg.records.labels("tick").inc()
-                for session_id in part.due(int(tick)):
-                    raw = sessions.get(session_id.encode())
-                    if raw is None:
-                        continue
-                    before = SessionEntry.from_bytes(raw)
-                    was_closed = before.state is not None and before.state.closed
-                    entry = part.apply_close(session_id, before, int(tick))
-                    changed[session_id.encode()] = entry.to_bytes()
-                    await publish_view(session_id, was_closed, entry)
+                for session_id, entry, was_closed in part.close_due(int(tick)):
+                    if not was_closed and entry.state is not None and entry.state.closed:
+                        closed.append((session_id, orjson.dumps(view_summary(session_id, entry))))
             else:
                 agg.records.labels("beacons").inc()
+                agg.last_beacons_at = time.monotonic()
+                n_events = 0
                 for envelope in envelopes:
-                    session_id = envelope["envelope"]["session_id"]
-                    raw = sessions.get(session_id.encode())
-                    stored = None if raw is None else SessionEntry.from_bytes(raw)
-                    was_closed = (
-                        stored is not None and stored.state is not None and stored.state.closed
-                    )
-                    entry = part.apply_envelope(envelope, stored)
-                    sessions.data[session_id.encode()] = raw_entry = entry.to_bytes()
-                    changed[session_id.encode()] = raw_entry
-                    await publish_view(session_id, was_closed, entry)  # `ended`
-                    agg.events.inc(len(envelope["events"]))
-            await save_sessions(sessions, message.partition, changed)
+                    session_id, entry, was_closed = part.fold_envelope(envelope)
+                    if not was_closed and entry.state is not None and entry.state.closed:
+                        closed.append((session_id, orjson.dumps(view_summary(session_id, entry))))
+                    n_events += len(envelope["events"])
+                agg.events.inc(n_events)
             part.offset = message.offset
+            for session_id, summary in closed:  # at least once: see `view_summary`
+                await views.send(key=session_id.encode(), value=summary)
+            agg.hold(manual, event)
 
     def forget_derived_state(sender: Any, /, *args: Any, **kwargs: Any) -> None:
         """On every rebalance, drop what is derived from the sessions table: recovery may have
         rolled table entries back to their changelog, and the consumer resumes from the
         committed offsets, so the only consistent base is the table as recovered. Each
         partition is rebuilt (with a new epoch, in replace mode) at its next record."""
-        agg.parts.clear()
+        agg.forget()
 
     app.on_partitions_revoked.connect(forget_derived_state)
     app.on_partitions_assigned.connect(forget_derived_state)
@@ -275,7 +341,17 @@ def create_app(settings: AggregatorSettings) -> faust.App:
 
     @app.timer(interval=settings.flush_interval_s)
     async def flush() -> None:
+        # Checkpoint every interval, paced or not: it bounds how many records wait for their
+        # acks (and how much of the backlog a crash makes the next owner read again).
+        agg.checkpoint()
+        started = time.monotonic()
+        busy = started - agg.last_beacons_at < settings.flush_interval_s
+        if busy and started < agg.next_flush_at:
+            return  # the last flush was long: keep flushes within their share of the time
         await agg.flush(_owned(app, settings.topic))
+        took = time.monotonic() - started
+        agg.next_flush_at = started + took / settings.flush_max_share
+        agg.flush_seconds.observe(took)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:

@@ -64,7 +64,11 @@ def encode_record(items: list[bytes]) -> bytes:
 
 def decode_record(value: bytes) -> list[dict[str, Any]]:
     """The envelopes of one record, in acceptance order."""
-    record = orjson.loads(value)
+    return envelopes_of(orjson.loads(value))
+
+
+def envelopes_of(record: Any) -> list[dict[str, Any]]:
+    """The envelopes of one record already decoded from JSON (`decode_record`)."""
     if not isinstance(record, dict):
         raise ValueError("beacons record: not a JSON object")
     if record.get("v") != RECORD_VERSION:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any
@@ -8,11 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from aggregator import sessions as sessions_module
 from aggregator import sketch
 from aggregator.definitions import (
     ALLOWED_LATENESS_MS,
     CLOCK_SKEW_FUTURE_MS,
     CLOCK_SKEW_PAST_MS,
+    DEFAULT_POLICY,
     REOPEN_WINDOW_MS,
     SESSION_TIMEOUT_MS,
     SessionPolicy,
@@ -21,12 +24,14 @@ from aggregator.metrics import ZERO, Components
 from aggregator.sessions import (
     Contribution,
     SessionState,
+    absorb_steady_heartbeat,
     apply,
     apply_batch,
     close,
     closes_at_ms,
     event_time_ms,
     forget_at_ms,
+    id_hash,
 )
 from aggregator.timebuckets import Step, floor
 
@@ -283,7 +288,7 @@ def test_dedupe_memory_is_bounded() -> None:
     for i in range(5):
         state, _ = apply(state, T0 + i * 1_000, hb(i, T0 + i * 1_000), policy)
     assert state is not None
-    assert [i for _, i in state.seen_ids] == ["hb2", "hb3", "hb4"]
+    assert list(state.seen_ids) == [id_hash("hb2"), id_hash("hb3"), id_hash("hb4")]
     assert state.dedupe_floor_ms == T0 + 1_000
     assert apply(state, T0 + 5_000, hb(9, T0 + 1_000), policy)[1] == Contribution(late=1)
     assert apply(state, T0 + 5_000, hb(9, T0 + 1_001), policy)[1].duplicates == 0
@@ -291,7 +296,7 @@ def test_dedupe_memory_is_bounded() -> None:
 
 def test_ids_older_than_the_lateness_are_forgotten() -> None:
     state, _ = run([hb(1, T0), hb(2, T0 + 11 * MIN)], delay_ms=0)
-    assert [i for _, i in state.seen_ids] == ["hb2"]
+    assert list(state.seen_ids) == [id_hash("hb2")]
 
 
 def test_policy_must_cover_the_clock_tolerance() -> None:
@@ -489,3 +494,81 @@ def test_state_round_trips_through_json(pairs: list[tuple[int, dict[str, Any]]])
     assert SessionState.from_dict(json.loads(json.dumps(state.to_dict()))) == state
     open_state, _ = apply(None, T0, pairs[0][1])
     assert SessionState.from_dict(json.loads(json.dumps(open_state.to_dict()))) == open_state
+
+
+@given(sessions(), st.lists(st.booleans(), min_size=25, max_size=25))
+def test_the_steady_heartbeat_shortcut_is_the_general_rule(
+    pairs: list[tuple[int, dict[str, Any]]], closes: list[bool]
+) -> None:
+    """Wherever `apply` takes its shortcut, the rules as written give the same state and
+    contribution."""
+    state: SessionState | None = None
+    for (server_ts, event), close_now in zip(pairs, closes, strict=False):
+        if state is not None:
+            event_ms = event_time_ms(event, server_ts)
+            key = id_hash(str(event["id"]))
+            fresh = key not in state.seen_ids and not sessions_module._is_late(
+                state, event_ms, DEFAULT_POLICY
+            )
+            shortcut = sessions_module._steady_heartbeat(
+                state, server_ts, event_ms, key, event, DEFAULT_POLICY
+            )
+            if fresh and not state.closed and event_ms >= state.first_event_ms and shortcut:
+                general = sessions_module._apply_accepted(
+                    state, server_ts, event_ms, str(event["id"]), key, event, DEFAULT_POLICY
+                )
+                assert shortcut[0] == general[0]
+                assert shortcut[1].by_bucket("minute") == general[1].by_bucket("minute")
+        state, _ = apply(state, server_ts, event)
+        if close_now:
+            state, _ = close(state, state.last_seen_ms + SESSION_TIMEOUT_MS)
+
+
+def test_a_plain_heartbeat_takes_the_shortcut() -> None:
+    state, _ = run([ev(1, "play", T0), hb(1, T0 + 5_000, time_playing_ms=5_000)])
+    beat = hb(2, T0 + 10_000, time_playing_ms=5_000)
+    expected, _ = apply(state, T0 + 10_200, beat)
+    assert absorb_steady_heartbeat(state, T0 + 10_200, beat) == (T0 + 10_000, 5_000, 0)
+    assert state == expected and state.playing_ms == 10_000
+    assert absorb_steady_heartbeat(state, T0 + 10_300, beat) is None  # a duplicate
+
+
+def test_seen_ids_pack_small() -> None:
+    events = [hb(i, T0 + i * 5_000, time_playing_ms=5_000) for i in range(120)]
+    state, _ = run(events)
+    assert len(state.seen_ids) == 120
+    assert len(json.dumps(state.to_dict())) < 2_400  # 16 characters per remembered id
+
+
+@given(sessions(), st.lists(st.booleans(), min_size=25, max_size=25))
+def test_the_in_place_shortcut_is_apply(
+    pairs: list[tuple[int, dict[str, Any]]], closes: list[bool]
+) -> None:
+    """`absorb_steady_heartbeat` changes its state exactly as `apply` would, contributes the
+    same, and changes nothing when it declines."""
+    state: SessionState | None = None
+    for (server_ts, event), close_now in zip(pairs, closes, strict=False):
+        if state is not None:
+            mine = dataclasses.replace(state, seen_ids=dict(state.seen_ids))
+            expected, contribution = apply(state, server_ts, event)
+            steady = absorb_steady_heartbeat(mine, server_ts, event)
+            if steady is None:
+                assert mine == state
+            else:
+                event_ms, playing, buffer = steady
+                assert mine == expected
+                activity = Components(playing_ms=playing, buffer_ms=buffer)
+                assert contribution.by_bucket("minute") == (
+                    {floor(event_ms, "minute"): activity} if playing or buffer else {}
+                )
+        state, _ = apply(state, server_ts, event)
+        if close_now:
+            state, _ = close(state, state.last_seen_ms + SESSION_TIMEOUT_MS)
+
+
+def test_state_written_before_ids_were_hashed_still_reads() -> None:
+    state, _ = run([ev(1, "play", T0), hb(1, T0 + 5_000, time_playing_ms=5_000)])
+    old = state.to_dict()
+    old["seen_ids"] = [[T0 + 5_000, "hb1"], [T0, "play1"]]
+    old["some_later_field"] = 1
+    assert SessionState.from_dict(json.loads(json.dumps(old))) == state

@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+import pytest
+
+from aggregator.settings import AggregatorSettings
+
+
+def test_flush_share_is_read_and_checked() -> None:
+    assert AggregatorSettings.from_env({}).flush_max_share == 0.25
+    env = {"PLAYPULSE_FLUSH_MAX_SHARE": "0.5"}
+    assert AggregatorSettings.from_env(env).flush_max_share == 0.5
+    for bad in ("0", "1.5", "-0.1"):
+        with pytest.raises(ValueError, match="flush_max_share"):
+            AggregatorSettings.from_env({"PLAYPULSE_FLUSH_MAX_SHARE": bad})
