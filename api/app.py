@@ -238,6 +238,20 @@ class Api:
             raise AuthError(403, "creatorId: this API key sees only its own creator's data")
         return key.creator_id
 
+    async def _within_creator(
+        self, key: ApiKey | None, playback_id: str | None, creator_id: str | None
+    ) -> tuple[str | None, bool]:
+        """(creatorId to read, whether anyone can match) for data kept per scope (realtime
+        sets, concurrency counts): a playbackId within a creator reads the playback's scope
+        when the playback is that creator's, else matches nobody."""
+        if playback_id is None:
+            return creator_id, True
+        await self._check_owner(key, playback_id, "playbackId")
+        if creator_id is None:
+            return None, True
+        playback = await self._redis("registry", self.registry.lookup(playback_id))
+        return None, playback is not None and playback.creator_id == creator_id
+
     async def _check_owner(self, key: ApiKey | None, playback_id: str, param: str) -> None:
         if key is None or key.creator_id is None:
             return
@@ -313,17 +327,11 @@ class Api:
     async def views_now(self, request: web.Request) -> web.Response:
         key = await self._authorize(request, "private")
         q = params.now_query(request.query.items())
-        creator_id = self._creator(key, q.creator_id)
-        if q.playback_id is not None:
-            await self._check_owner(key, q.playback_id, "playbackId")
-            if creator_id is not None:
-                # Realtime sets are per scope: a playback within a creator is the playback's,
-                # when it is that creator's, else nothing.
-                playback = await self._redis("registry", self.registry.lookup(q.playback_id))
-                if playback is None or playback.creator_id != creator_id:
-                    empty = [] if q.breakdown else [{"viewCount": 0, "errorRate": 0.0}]
-                    return _json(200, empty)
-                creator_id = None
+        creator_id, anyone = await self._within_creator(
+            key, q.playback_id, self._creator(key, q.creator_id)
+        )
+        if not anyone:
+            return _json(200, [] if q.breakdown else [{"viewCount": 0, "errorRate": 0.0}])
         rows = await self._redis(
             "now",
             self.realtime.now(
@@ -341,19 +349,15 @@ class Api:
         key = await self._authorize(request, "private")
         now_ms = self.clock()
         q = params.concurrent_query(request.query.items(), now_ms)
-        creator_id = self._creator(key, q.creator_id)
-        if q.playback_id is not None:
-            await self._check_owner(key, q.playback_id, "playbackId")
-            if creator_id is not None:
-                # As /views/now: the playback's series when it is that creator's, else nobody.
-                playback = await self._redis("registry", self.registry.lookup(q.playback_id))
-                if playback is None or playback.creator_id != creator_id:
-                    nobody = [
-                        {"timestamp": start, "peakConcurrentViewers": 0}
-                        for start in steps(q.from_ms, q.to_ms, q.time_step)
-                    ]
-                    return _json(200, nobody)
-                creator_id = None
+        creator_id, anyone = await self._within_creator(
+            key, q.playback_id, self._creator(key, q.creator_id)
+        )
+        if not anyone:
+            nobody = [
+                {"timestamp": start, "peakConcurrentViewers": 0}
+                for start in steps(q.from_ms, q.to_ms, q.time_step)
+            ]
+            return _json(200, nobody)
         rows = await self._redis(
             "concurrent",
             self.concurrency.peaks(

@@ -41,9 +41,14 @@ def ingest_settings() -> IngestSettings:
 
 
 @pytest.fixture
-async def redis(ingest_settings: IngestSettings) -> AsyncIterator[Redis]:
+async def redis(
+    request: pytest.FixtureRequest, ingest_settings: IngestSettings
+) -> AsyncIterator[Redis]:
+    """The test Redis; emptied first for a module that sets `EMPTY_REDIS = True`."""
     client = Redis.from_url(ingest_settings.redis_url)
     await client.ping()
+    if getattr(request.module, "EMPTY_REDIS", False):
+        await client.flushdb()
     yield client
     await client.aclose()
 

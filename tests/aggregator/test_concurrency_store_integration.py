@@ -3,27 +3,18 @@ before the maximum, versions refuse stale writers, replace mode clears what is g
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 from redis.asyncio import Redis
 
 from aggregator import keys
 from aggregator.concurrency import SAMPLE_MS, PartitionConcurrency
 from aggregator.store import ConcurrencyReader, ConcurrencyWriter
-from ingest.settings import IngestSettings
 
 H = 1_767_229_200_000  # 2026-01-01T01:00Z
 K = H // SAMPLE_MS
 MIN = 60_000
 
 
-@pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    client = Redis.from_url(IngestSettings.from_env().redis_url)
-    await client.flushdb()
-    yield client
-    await client.aclose()
+EMPTY_REDIS = True  # these tests own the whole test database: `redis` is emptied first
 
 
 def minute_peaks(rows: list[dict[str, int]]) -> dict[int, int]:

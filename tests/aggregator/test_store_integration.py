@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 from redis.asyncio import Redis
 
 from aggregator.keys import FULL
@@ -12,18 +9,12 @@ from aggregator.metrics import Components
 from aggregator.partition import Touched
 from aggregator.rollups import PartitionRollups
 from aggregator.store import RealtimeReader, RollupReader, RollupWriter, TouchedWriter
-from ingest.settings import IngestSettings
 
 H = 1_767_229_200_000  # 2026-01-01T01:00Z
 DIMS = dict.fromkeys(FULL)
 
 
-@pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    client = Redis.from_url(IngestSettings.from_env().redis_url)
-    await client.flushdb()
-    yield client
-    await client.aclose()
+EMPTY_REDIS = True  # these tests own the whole test database: `redis` is emptied first
 
 
 def session(

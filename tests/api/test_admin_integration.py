@@ -58,12 +58,7 @@ class Client:
             return resp.status, orjson.loads(raw) if raw else None, dict(resp.headers)
 
 
-@pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    client = Redis.from_url(IngestSettings.from_env().redis_url)
-    await client.flushdb()
-    yield client
-    await client.aclose()
+EMPTY_REDIS = True  # these tests own the whole test database: `redis` is emptied first
 
 
 @contextlib.asynccontextmanager

@@ -26,7 +26,6 @@ from api.auth import create_key, list_keys, revoke_key
 from api.metrics import ApiMetrics
 from api.settings import ApiSettings
 from ingest.registry import Playback, PlaybackRegistry
-from ingest.settings import IngestSettings
 
 
 def ms(text: str) -> int:
@@ -135,12 +134,7 @@ class Client:
             return resp.status, body, dict(resp.headers)
 
 
-@pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    client = Redis.from_url(IngestSettings.from_env().redis_url)
-    await client.flushdb()
-    yield client
-    await client.aclose()
+EMPTY_REDIS = True  # these tests own the whole test database: `redis` is emptied first
 
 
 @pytest.fixture

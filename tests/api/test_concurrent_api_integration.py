@@ -18,7 +18,6 @@ from api.app import create_app
 from api.auth import create_key
 from api.settings import ApiSettings
 from ingest.registry import Playback, PlaybackRegistry
-from ingest.settings import IngestSettings
 
 PATH = "/api/data/views/concurrent"
 MIN = 60_000
@@ -36,12 +35,7 @@ PB1 = ["all", "playbackId=pb-1", "creatorId=cr-1"]
 PB2 = ["all", "playbackId=pb-2", "creatorId=cr-2"]
 
 
-@pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    client = Redis.from_url(IngestSettings.from_env().redis_url)
-    await client.flushdb()
-    yield client
-    await client.aclose()
+EMPTY_REDIS = True  # these tests own the whole test database: `redis` is emptied first
 
 
 async def seed(redis: Redis) -> None:

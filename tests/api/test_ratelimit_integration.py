@@ -31,12 +31,7 @@ SETTINGS = ApiSettings(
 )
 
 
-@pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    client = Redis.from_url(IngestSettings.from_env().redis_url)
-    await client.flushdb()
-    yield client
-    await client.aclose()
+EMPTY_REDIS = True  # these tests own the whole test database: `redis` is emptied first
 
 
 async def _server(settings: ApiSettings) -> TestServer:
