@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the stack needs and is missing: Redis, Prometheus and (for the browser test)
-# Chromium with its chromedriver from Debian, the Kafka broker's jars from Maven Central.
+# Installs what the stack needs and is missing: Redis, Prometheus, and for the tests Chromium
+# with its chromedriver and Node with npm, from Debian; the Kafka broker's jars from Maven
+# Central; the Livepeer JS SDK from npm.
 # Idempotent; fast when everything is already there.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -12,6 +13,9 @@ command -v promtool >/dev/null || need_apt+=(prometheus)
 # The live page's browser test: Debian's Chromium and its matching chromedriver.
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
+# Node and npm run the official Livepeer JS SDK in the API's compatibility test.
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
   command -v mvn >/dev/null || need_apt+=(maven)
