@@ -16,6 +16,7 @@ rollups are rebuilt from the table before the partition's first record is proces
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -139,48 +140,38 @@ class Aggregator:
 
     def checkpoint(self) -> None:
         """Writes every session changed since the last checkpoint to the table (one changelog
-        record per session, not per envelope), then acks the records processed so far.
+        record per session, not per envelope), and acks the records processed so far once
+        Kafka has acknowledged those changelog records.
 
         Synchronous, so no record is processed half-way through it: every held record's
-        changes are in the sessions written. The changelog records are attached to the last
-        held record of their partition (faust's attachments): before faust commits an offset
-        it publishes what is attached up to it and waits for Kafka's acknowledgement, so a
-        committed offset never runs ahead of the changelog. Not `table[key] = value`: that
-        queues the record in faust's producer buffer, whose flush before a commit
-        (`ProducerBuffer.flush_atmost`) gives up after 0.1 s without progress, and on a loaded
-        machine a worker that left the group lost updates that way (the two-workers fault
-        test, about 1 run in 10).
+        changes are in the sessions written. The acks wait for the changelog because faust's
+        own flush before a commit (`ProducerBuffer.flush_atmost`) gives up after 0.1 s without
+        progress: acked at once, a record's offset could be committed ahead of the changelog,
+        and on a loaded machine a worker leaving the group lost updates that way (the
+        two-workers fault test, about 1 run in 10). Nothing awaits here: the agent keeps
+        going, and faust commits only what is acked.
         """
+        sent: list[asyncio.Future[Any]] = []
         table = self.table
         if table is not None:
-            last_held = {event.message.partition: event.message for _, event in self.held}
             for part in self.parts.values():
-                unsaved = part.take_unsaved()
-                source = last_held.get(part.partition)
-                for session_id, entry in unsaved.items():
+                for session_id, entry in part.take_unsaved().items():
                     key, value = session_id.encode(), entry.to_bytes()
                     table.data[key] = value
-                    if source is None:  # nothing held to attach to (not expected)
-                        table.send_changelog(part.partition, key, value)
-                        continue
-                    table.app._attachments.put(
-                        source,
-                        table.changelog_topic,
-                        key,
-                        value,
-                        partition=part.partition,  # the table's partition is the source's
-                        key_serializer="raw",
-                        value_serializer="raw",
-                    )
+                    sent.append(table.send_changelog(part.partition, key, value))
         held, self.held = self.held, []
-        for stream, event in held:
-            # `Stream.ack` without its coroutine wrapper (it awaits nothing), so that this
-            # can run in a rebalance signal too.
-            message = event.message
-            last = event.ack()
-            stream._on_stream_event_out(message.tp, message.offset, stream, event)
-            if last:
-                stream._on_message_out(message.tp, message.offset, message)
+        if not sent:
+            _ack(held)
+            return
+
+        def when_written(done: asyncio.Future[Any]) -> None:
+            if done.cancelled() or done.exception() is not None:
+                # Not acked: those records are processed again by whoever owns them next.
+                log.error("sessions changelog not written; records left unacked: %r", done)
+                return
+            _ack(held)
+
+        asyncio.gather(*sent).add_done_callback(when_written)
 
     async def flush(self, owned: set[int]) -> None:
         for partition in list(self.parts):
@@ -222,6 +213,17 @@ class Aggregator:
         newest = [p.stream_time_ms for p in self.parts.values() if p.stream_time_ms]
         if newest:  # the partition furthest behind
             self.lag_s.set(max(0.0, (now_ms - min(newest)) / 1000))
+
+
+def _ack(held: list[tuple[Any, Any]]) -> None:
+    for stream, event in held:
+        # `Stream.ack` without its coroutine wrapper (it awaits nothing), so that this can run
+        # in a rebalance signal or a future's callback too.
+        message = event.message
+        last = event.ack()
+        stream._on_stream_event_out(message.tp, message.offset, stream, event)
+        if last:
+            stream._on_message_out(message.tp, message.offset, message)
 
 
 class AggregatorApp(faust.App):
