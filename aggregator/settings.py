@@ -34,6 +34,9 @@ class AggregatorSettings:
     group_session_timeout_s: float = 60.0
     # How long the concurrent-viewers series is kept in Redis (and in the worker's memory).
     concurrency_retention_s: int = 40 * 86_400
+    # A table recovery that reads nothing for this long is given up: the worker exits for its
+    # supervisor to restart it (`aggregator.watchdog`).
+    recovery_stall_s: float = 60.0
     # Where faust keeps its local state (tables are memory://; this is for its data dir).
     data_dir: str = ".state/aggregator"
 
@@ -62,6 +65,7 @@ class AggregatorSettings:
             concurrency_retention_s=int(
                 env.get("PLAYPULSE_CONCURRENCY_RETENTION_S", d.concurrency_retention_s)
             ),
+            recovery_stall_s=float(env.get("PLAYPULSE_RECOVERY_STALL_S", d.recovery_stall_s)),
             data_dir=env.get("PLAYPULSE_AGGREGATOR_DATA_DIR", f"{state}/aggregator"),
         )
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from typing import Any
@@ -37,6 +38,7 @@ from redis.exceptions import RedisError
 from aggregator.partition import PartitionAggregate, SessionEntry, view_summary
 from aggregator.settings import AggregatorSettings
 from aggregator.store import ConcurrencyWriter, RollupWriter, TouchedWriter
+from aggregator.watchdog import EXIT_RECOVERY_STALLED, RecoveryWatch
 from ingest.record import envelopes_of
 
 log = logging.getLogger(__name__)
@@ -340,6 +342,21 @@ def create_app(settings: AggregatorSettings) -> faust.App:
         now_ms = time.time_ns() // 1_000_000
         for partition in _owned(app, settings.topic):
             await beacons.send(value=tick_record(now_ms), partition=partition)
+
+    watch = RecoveryWatch(settings.recovery_stall_s)
+
+    @app.timer(interval=5.0)
+    async def recovery_watchdog() -> None:
+        recovery = app.tables.recovery  # type: ignore[attr-defined]  # on TableManager, not its type
+        if watch.stalled(recovery.in_recovery, recovery.active_offsets, time.monotonic()):
+            log.error(
+                "table recovery read nothing for %.0f s (a faust recovery hang): exiting with "
+                "%d for the supervisor to restart this worker",
+                settings.recovery_stall_s,
+                EXIT_RECOVERY_STALLED,
+            )
+            logging.shutdown()
+            os._exit(EXIT_RECOVERY_STALLED)
 
     @app.timer(interval=settings.flush_interval_s)
     async def flush() -> None:

@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from aggregator import reference
 from aggregator.store import ConcurrencyReader, RollupReader
 from aggregator.timebuckets import HOUR_MS, Step, ceil, floor
+from aggregator.watchdog import EXIT_RECOVERY_STALLED
 from ingest.app import create_app
 from ingest.enrich import parse_user_agent, viewer_hash
 from ingest.fleet import CATALOGUE, FleetSpec
@@ -106,6 +107,7 @@ class Pipeline:
             "PLAYPULSE_TICK_INTERVAL_S": "0.5",
             "PLAYPULSE_SESSION_TIMEOUT_S": "3",
             "PLAYPULSE_AGGREGATOR_GROUP_SESSION_TIMEOUT_S": "10",
+            "PLAYPULSE_RECOVERY_STALL_S": "20",
         }
         log = open(self.tmp / f"worker-{name}.log", "ab")  # noqa: SIM115 - the child owns it
         self.workers[name] = subprocess.Popen(
@@ -116,6 +118,13 @@ class Pipeline:
             stderr=subprocess.STDOUT,
         )
         log.close()
+
+    def revive(self) -> None:
+        """Restarts workers that gave up a stuck recovery (`aggregator.watchdog`), as their
+        supervisor would in production."""
+        for name, proc in list(self.workers.items()):
+            if proc.poll() == EXIT_RECOVERY_STALLED:
+                self.start_worker(name)
 
     def kill_worker(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.workers.pop(name)
@@ -254,6 +263,7 @@ class Pipeline:
         deadline = time.monotonic() + timeout_s
         got: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
+            self.revive()
             got = await self.read("year")
             if _comparable(got) == want:
                 return

@@ -1,0 +1,40 @@
+"""The recovery watchdog gives up only on a recovery that stopped moving."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aggregator.watchdog import RecoveryWatch
+
+
+def test_a_stalled_recovery_is_given_up_after_the_limit() -> None:
+    watch = RecoveryWatch(limit_s=30)
+    assert not watch.stalled(True, {0: 5}, now_s=100)
+    assert not watch.stalled(True, {0: 5}, now_s=129)
+    assert watch.stalled(True, {0: 5}, now_s=130)
+
+
+def test_progress_restarts_the_clock() -> None:
+    watch = RecoveryWatch(limit_s=30)
+    watch.stalled(True, {0: 5}, now_s=100)
+    assert not watch.stalled(True, {0: 6}, now_s=125)  # read one more event
+    assert not watch.stalled(True, {0: 6}, now_s=150)
+    assert watch.stalled(True, {0: 6}, now_s=155)
+
+
+def test_leaving_recovery_resets() -> None:
+    watch = RecoveryWatch(limit_s=30)
+    watch.stalled(True, {0: 5}, now_s=100)
+    assert not watch.stalled(False, {}, now_s=200)
+    assert not watch.stalled(True, {0: 5}, now_s=201)  # a new recovery starts its own clock
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10), min_size=1, max_size=50))
+def test_never_stalled_while_reading(steps: list[int]) -> None:
+    """Offsets that move at every look never trip the watchdog, however long it takes."""
+    watch = RecoveryWatch(limit_s=1)
+    offset = 0
+    for i, step in enumerate(steps):
+        offset += step + 1
+        assert not watch.stalled(True, {0: offset}, now_s=float(i * 10))
