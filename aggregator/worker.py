@@ -68,6 +68,7 @@ class Aggregator:
         # the table decoded by partition, for rebuilds (None: decode it again)
         self.table_by_partition: dict[int, list[tuple[str, SessionEntry]]] | None = None
         self.held: list[tuple[Any, Any]] = []  # (stream, event) processed, not acked yet
+        self.sending: list[asyncio.Future[Any]] = []  # changelog records not acknowledged yet
         self.stopping = False
         self.next_flush_at = 0.0  # monotonic time before which a busy worker skips flushes
         self.last_beacons_at = 0.0  # monotonic time of the last beacons record processed
@@ -162,7 +163,10 @@ class Aggregator:
                     table.data[key] = value
                     sent.append(table.send_changelog(part.partition, key, value))
         held, self.held = self.held, []
-        if not sent:
+        # A record folded while an earlier checkpoint's records were on their way (the agent
+        # awaits while publishing views) waits for those too.
+        self.sending = [f for f in self.sending if not f.done()] + sent
+        if not self.sending:
             _ack(held)
             return
 
@@ -173,7 +177,7 @@ class Aggregator:
                 return
             _ack(held)
 
-        asyncio.gather(*sent).add_done_callback(when_written)
+        asyncio.gather(*self.sending).add_done_callback(when_written)
 
     async def flush(self, owned: set[int]) -> None:
         for partition in list(self.parts):
