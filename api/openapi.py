@@ -372,10 +372,11 @@ def _breakdown(allowed: Sequence[str], note: str = "") -> Schema:
         "name": params.BREAKDOWN_PARAM,
         "in": "query",
         "description": "Dimensions to break the results down by; repeat the parameter once for "
-        "each (`breakdownBy[]=country&breakdownBy[]=device`). Repeats are ignored. " + note,
+        "each (`breakdownBy[]=country&breakdownBy[]=device`), at most once per dimension "
+        "(repeats are ignored). " + note,
         "style": "form",
         "explode": True,
-        "schema": _array({"type": "string", "enum": list(allowed)}),
+        "schema": _array({"type": "string", "enum": list(allowed)}) | {"maxItems": len(allowed)},
     }
 
 
@@ -435,6 +436,14 @@ def _errors(statuses: Sequence[str]) -> dict[str, Schema]:
         response = _json_response(ERROR_STATUSES[status], _ref("error"))
         if status in RETRY_AFTER_STATUSES:
             response["headers"] = _retry_after()
+        if status == "400":
+            # aiohttp's HTTP parser refuses a request line or header over 8 190 bytes itself,
+            # in plain text, before any handler runs.
+            response["content"]["text/plain"] = {"schema": {"type": "string"}}
+            response["description"] += (
+                " A request line or header over 8 190 bytes is refused by the HTTP server "
+                "itself, in plain text."
+            )
         out[status] = response
     return out
 
@@ -600,7 +609,7 @@ def live_stream() -> dict[str, Schema]:
         "peak concurrent viewers per minute) every interval, `unavailable` while the "
         "store cannot be read, `revoked` when the key is revoked (then the stream ends).",
         [
-            _query("token", {"type": "string"}, "A live token."),
+            _query("token", {"type": "string", "maxLength": 64}, "A live token."),
             *_live_filter(),
         ],
         {"type": "string"},

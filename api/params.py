@@ -246,7 +246,11 @@ class _Params:
         if self.given("breakdownBy"):
             self.problem("breakdownBy", f"use {BREAKDOWN_PARAM}, repeated once for each dimension")
         out: list[str] = []
-        for value in self.values.get(BREAKDOWN_PARAM, ()):
+        given = self.values.get(BREAKDOWN_PARAM, ())
+        if len(given) > len(allowed):
+            self.problem(BREAKDOWN_PARAM, f"at most {len(allowed)} values, one per dimension")
+            return ()
+        for value in given:
             if value not in allowed:
                 self.problem(BREAKDOWN_PARAM, f"{value!r} is not one of {_quoted(allowed)}")
             elif value not in out:
