@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Iterable
 from itertools import pairwise
@@ -244,3 +245,31 @@ def test_the_partition_counts_each_session_once_and_a_rebuild_agrees() -> None:
     for part in (table.part, rebuilt):
         assert {s: as_instants(m) for s, m in part.concurrency.counts.items()} == expect
     assert table.get("s1").coverage == ((k + 1, k + 7), (k + 9, k + 15))  # type: ignore[union-attr]
+
+
+def test_a_steady_heartbeat_extends_the_coverage_like_any_beacon() -> None:
+    """The streaming fast path for steady heartbeats (`absorb_steady_heartbeat`) counts the
+    session at the instants its beacon newly covers, as the general path does: the two agree."""
+    from aggregator.partition import PartitionAggregate
+    from aggregator.sessions import absorb_steady_heartbeat
+    from tests.aggregator.test_partition import Table, envelope, ev, hb
+
+    t = H0 + 2_500
+    start = envelope("s1", t, [ev("p", "play", t), ev("f", "first-frame", t + 900)])
+    steady = envelope("s1", t + 60_000, [hb("h2", t + 60_000, time_playing_ms=5_000)])
+
+    fast = Table(PartitionAggregate(0))
+    fast.envelope(start)
+    state = fast.get("s1").state  # type: ignore[union-attr]
+    assert state is not None
+    probe = copy.deepcopy(state)
+    assert absorb_steady_heartbeat(probe, t + 60_000, steady["events"][0]) is not None
+    fast.envelope(steady)  # takes the fast path: the probe above shows it applies
+
+    general = Table(PartitionAggregate(0))
+    general.envelope(envelope("s1", t, [*start["events"], *steady["events"]]))
+    general.envelope({**steady, "events": []})  # the same beacon times, through apply_batch
+
+    k = H0 // SAMPLE_MS
+    assert fast.get("s1").coverage == ((k + 1, k + 7), (k + 13, k + 19))  # type: ignore[union-attr]
+    assert fast.part.concurrency.counts == general.part.concurrency.counts
