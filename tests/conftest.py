@@ -6,9 +6,10 @@ Integration tests never fall back to fakes: when the servers are not there, they
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,6 +26,21 @@ PAYLOADS_DIR = REPO_DIR.parent / "shared" / "research" / "player-payloads"
 # Kafka and the workers sharing two cores) cannot fail them on timing.
 settings.register_profile("playpulse", deadline=None)
 settings.load_profile("playpulse")
+
+
+def stop_processes(
+    procs: Iterable[subprocess.Popen[bytes]], sig: int = signal.SIGTERM, timeout_s: float = 30
+) -> None:
+    """Signals every process, then waits for each; one that outlives `timeout_s` is killed."""
+    procs = list(procs)
+    for proc in procs:
+        proc.send_signal(sig)
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from api.auth import create_key
 from ingest.settings import IngestSettings
 from tests.aggregator.pipeline import free_port
-from tests.conftest import REPO_DIR
+from tests.conftest import REPO_DIR, stop_processes
 
 JOBS = ("playpulse-ingest", "playpulse-aggregator", "playpulse-api")
 SESSIONS = 6  # sessions kept watching for the whole test
@@ -104,14 +104,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     finally:
         for job in JOBS:
             point_job(job, None)
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(procs)
 
 
 async def _flush(redis_url: str) -> None:

@@ -33,7 +33,7 @@ from ingest.geodb import build_db
 from ingest.registry import Playback, PlaybackRegistry
 from ingest.settings import IngestSettings
 from ingest.simulate import run as simulate
-from tests.conftest import REPO_DIR
+from tests.conftest import REPO_DIR, stop_processes
 
 EXACT = (
     "viewCount",
@@ -127,13 +127,7 @@ class Pipeline:
                 self.start_worker(name)
 
     def kill_worker(self, name: str, sig: int = signal.SIGKILL) -> None:
-        proc = self.workers.pop(name)
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_processes([self.workers.pop(name)], sig)
 
     def stop(self) -> None:
         for name in list(self.workers):

@@ -35,7 +35,7 @@ from selenium.webdriver.common.by import By
 from api.auth import create_key
 from ingest.geodb import build_db
 from tests.aggregator.pipeline import free_port
-from tests.conftest import REPO_DIR
+from tests.conftest import REPO_DIR, stop_processes
 
 T = TypeVar("T")
 STATE = Path(os.environ.get("PLAYPULSE_STATE", REPO_DIR / ".state"))
@@ -113,13 +113,7 @@ class Stack:
             return False
 
     def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
-        proc = self.procs.pop(name)
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_processes([self.procs.pop(name)], sig)
 
     def logs(self) -> str:
         return "\n".join(

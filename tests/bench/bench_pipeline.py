@@ -33,6 +33,7 @@ from aggregator import keys
 from ingest.fleet import FleetSpec
 from ingest.settings import IngestSettings
 from ingest.simulate import run as simulate
+from tests.conftest import stop_processes
 
 REPO_DIR = Path(__file__).resolve().parents[2]
 
@@ -187,13 +188,7 @@ async def main_async(args: argparse.Namespace) -> None:
             f"(linear extrapolation: most of it is rows per distinct tuple, which grow slower)"
         )
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(procs)
         await redis.aclose()
 
 
