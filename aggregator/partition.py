@@ -118,6 +118,22 @@ def minutes_to_json(minutes: Mapping[int, Components]) -> list[list[int]]:
     heartbeats is `[29915693, 0, 0, 60000]`."""
     out = []
     for minute_ms, c in minutes.items():
+        if not (
+            c.views
+            or c.sessions
+            or c.ttff_sum_ms
+            or c.ttff_count
+            or c.error_sessions
+            or c.exits_before_start
+            or c.ttff_buckets
+        ):  # heartbeats alone, the usual minute
+            if c.buffer_ms:
+                out.append([minute_ms // MINUTE_MS, 0, 0, c.playing_ms, c.buffer_ms])
+            elif c.playing_ms:
+                out.append([minute_ms // MINUTE_MS, 0, 0, c.playing_ms])
+            else:
+                out.append([minute_ms // MINUTE_MS])
+            continue
         counters = list(c.counter_values())
         if c.ttff_buckets:
             out.append([minute_ms // MINUTE_MS, *counters, *(n for p in c.ttff_buckets for n in p)])

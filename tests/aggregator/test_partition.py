@@ -206,6 +206,13 @@ def test_minutes_round_trip_compactly(minutes: dict[int, Components]) -> None:
     assert minutes_from_json(orjson.loads(orjson.dumps(raw))) == ordered
     heartbeats = {H0: Components(playing_ms=60_000)}
     assert minutes_to_json(heartbeats) == [[H0 // MIN, 0, 0, 60_000]]
+    activity = {
+        H0: Components(playing_ms=5, buffer_ms=3),
+        H0 + MIN: Components(buffer_ms=7),
+        H0 + 2 * MIN: Components(playing_ms=-4),
+    }
+    assert minutes_to_json(activity)[1] == [H0 // MIN + 1, 0, 0, 0, 7]
+    assert minutes_from_json(minutes_to_json(activity)) == activity
 
 
 def test_a_long_session_keeps_only_its_last_hour_of_minutes() -> None:
