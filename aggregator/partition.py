@@ -36,7 +36,7 @@ from aggregator.concurrency import (
 )
 from aggregator.definitions import BREAKDOWN_DIMENSIONS, DEFAULT_POLICY, SessionPolicy
 from aggregator.metrics import COUNTERS, ZERO, Components
-from aggregator.rollups import PartitionRollups, Values, full_values
+from aggregator.rollups import PartitionRollups, Scopes, Values, full_values, scopes_of
 from aggregator.sessions import (
     Contribution,
     SessionState,
@@ -75,9 +75,11 @@ class SessionEntry:
     coverage: Runs = ()
     minutes: dict[int, Components] = field(default_factory=dict)
     full: Values = field(init=False, repr=False, compare=False)  # `dims` as a rollup tuple
+    scopes: Scopes = field(init=False, repr=False, compare=False)  # its minute rows' scopes
 
     def __post_init__(self) -> None:
         self.full = full_values(self.dims)
+        self.scopes = scopes_of(self.full)
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(
@@ -230,8 +232,7 @@ class PartitionAggregate:
             if steady is not None:  # the common case, folded in place (same result)
                 event_ms, playing, buffer = steady
                 if server_ts > entry.last_seen_ms:
-                    entry.last_seen_ms = server_ts
-                    self._trim_minutes(entry)
+                    self._see(entry, server_ts)
                 if server_ts > self.stream_time_ms:
                     self.stream_time_ms = server_ts
                 if server_ts > self.newest_beacon_ms:
@@ -243,8 +244,13 @@ class PartitionAggregate:
                     entry.totals[hour] = delta if total is None else total + delta
                     self.rollups.add_activity(entry.full, hour, playing, buffer)
                     minute = event_ms - event_ms % MINUTE_MS
-                    if self._record_minute(entry, minute, delta):
-                        self.rollups.add_minute_activity(entry.full, minute, playing, buffer)
+                    total = entry.minutes.get(minute)
+                    if total is not None:  # the minute under way (kept, so not past retention)
+                        # never zero: activity is not negative and is never retracted
+                        entry.minutes[minute] = total + delta
+                        self.rollups.add_minute_activity(entry.scopes, minute, playing, buffer)
+                    elif self._record_minute(entry, minute, delta):
+                        self.rollups.add_minute_activity(entry.scopes, minute, playing, buffer)
                 self._open[session_id] = entry.state.last_seen_ms + self.policy.timeout_ms
                 self._cover(entry, server_ts)
                 self._touch(session_id, entry)
@@ -254,8 +260,7 @@ class PartitionAggregate:
         state, contribution = apply_batch(entry.state, server_ts, envelope["events"], self.policy)
         entry.state = state
         if server_ts > entry.last_seen_ms:
-            entry.last_seen_ms = server_ts
-            self._trim_minutes(entry)
+            self._see(entry, server_ts)
         self._cover(entry, server_ts)
         self.stream_time_ms = max(self.stream_time_ms, server_ts)
         self.newest_beacon_ms = max(self.newest_beacon_ms, server_ts)
@@ -341,6 +346,14 @@ class PartitionAggregate:
     def _session_horizon_ms(self, entry: SessionEntry) -> int:
         at = entry.last_seen_ms - self.minute_retention_ms
         return max(0, at - at % MINUTE_MS)
+
+    def _see(self, entry: SessionEntry, server_ts: int) -> None:
+        """Moves the session's last beacon on to `server_ts` (later than it), and forgets its
+        minutes that fall past its retention then."""
+        before = (entry.last_seen_ms - self.minute_retention_ms) // MINUTE_MS
+        entry.last_seen_ms = server_ts
+        if (server_ts - self.minute_retention_ms) // MINUTE_MS != before:
+            self._trim_minutes(entry)
 
     def _trim_minutes(self, entry: SessionEntry) -> None:
         """Forgets the session's minutes past its retention (they are in time order)."""

@@ -33,6 +33,8 @@ _N = len(COUNTERS)
 _SCOPE_INDEXES = tuple(
     (g.scope_dim, None if g.scope_dim is None else FULL.index(g.scope_dim)) for g in MINUTE_GROUPS
 )
+assert [d for d, _ in _SCOPE_INDEXES] == [None, "playbackId", "creatorId"]  # `scopes_of`
+_PLAYBACK, _CREATOR = FULL.index("playbackId"), FULL.index("creatorId")
 Scopes = tuple[str | None, ...]  # a full tuple's values of the scope dimensions, in group order
 _TARGET_CACHE_MAX = 50_000  # (tuple, hour) fan-out plans kept; cleared when full
 
@@ -96,7 +98,7 @@ def full_values(dims: Mapping[str, str | None]) -> Values:
 
 def scopes_of(full: Values) -> Scopes:
     """The values of a full tuple that select its minute rows' scopes (`MINUTE_GROUPS`)."""
-    return tuple(None if i is None else full[i] for _, i in _SCOPE_INDEXES)
+    return (None, full[_PLAYBACK], full[_CREATOR])
 
 
 def _projector(group: Group) -> Callable[[Values], Values]:
@@ -178,12 +180,13 @@ class PartitionRollups:
             pending[key] = delta if queued is None else queued + delta
 
     def add_minute_activity(
-        self, full: Values, minute_ms: int, playing_ms: int, buffer_ms: int
+        self, scopes: Scopes, minute_ms: int, playing_ms: int, buffer_ms: int
     ) -> None:
-        """`add_minutes` of a heartbeat's activity, summed in place (`add_activity`)."""
+        """`add_minutes` of a heartbeat's activity, summed in place (`add_activity`), with the
+        session's `scopes_of` its full tuple."""
         if minute_ms < self.minute_horizon_ms:
             return
-        key = (scopes_of(full), minute_ms)
+        key = (scopes, minute_ms)
         queued = self._minute_activity.get(key)
         if queued is None:
             self._minute_activity[key] = [playing_ms, buffer_ms]

@@ -10,7 +10,14 @@ from aggregator import sketch
 from aggregator.definitions import BREAKDOWN_DIMENSIONS
 from aggregator.keys import FULL, GRAINS, ROLLUP_GROUPS, SCOPE_DIMENSIONS
 from aggregator.metrics import ZERO, Components
-from aggregator.rollups import PartitionRollups, RowId, RowWrite, Values, full_values
+from aggregator.rollups import (
+    PartitionRollups,
+    RowId,
+    RowWrite,
+    Values,
+    full_values,
+    scopes_of,
+)
 from aggregator.timebuckets import DAY_MS, HOUR_MS, MINUTE_MS, floor
 
 DAY0 = 1_709_164_800_000  # 2024-02-29T00:00:00Z
@@ -482,8 +489,8 @@ def test_a_minute_delta_lands_in_its_scopes_no_breakdown_rows_only() -> None:
     rollups = PartitionRollups()
     d = dims(playbackId="pb-1", creatorId="creator-1")
     rollups.add_minutes(full_values(d), {M0: view(playing_ms=4_000, ttff_ms=300)})
-    rollups.add_minute_activity(full_values(d), M0 + MINUTE_MS, 5_000, 250)
-    rollups.add_minute_activity(full_values(d), M0 + MINUTE_MS, 1_000, 0)
+    rollups.add_minute_activity(scopes_of(full_values(d)), M0 + MINUTE_MS, 5_000, 250)
+    rollups.add_minute_activity(scopes_of(full_values(d)), M0 + MINUTE_MS, 1_000, 0)
     rollups.fold()
     first = view(playing_ms=4_000, ttff_ms=300)
     second = Components(playing_ms=6_000, buffer_ms=250)
@@ -536,7 +543,7 @@ def test_prune_drops_old_minutes_for_good_and_never_moves_back() -> None:
     assert {r.bucket_ms for r in minute_rows(rollups)} == {M0 + MINUTE_MS}
     assert {w.row.bucket_ms for w in rollups.take_dirty()} == {M0 + MINUTE_MS}
     rollups.add_minutes(full, {M0: view()})  # a late delta to a pruned minute is ignored
-    rollups.add_minute_activity(full, M0, 1_000, 0)
+    rollups.add_minute_activity(scopes_of(full), M0, 1_000, 0)
     rollups.prune_minutes(M0)  # an older horizon changes nothing
     rollups.fold()
     assert rollups.minute_horizon_ms == M0 + MINUTE_MS

@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 from aggregator.keys import FULL, minute_written_key, rollup_key, written_key
 from aggregator.metrics import ZERO, Components
 from aggregator.partition import Touched
-from aggregator.rollups import PartitionRollups, full_values
+from aggregator.rollups import PartitionRollups, full_values, scopes_of
 from aggregator.store import RealtimeReader, RollupReader, RollupWriter, TouchedWriter
 from aggregator.timebuckets import HOUR_MS, MINUTE_MS
 
@@ -119,7 +119,7 @@ async def test_minute_rows_are_written_versioned_listed_and_read(redis: Redis) -
     dims, _ = session("DE")
     full = full_values(dims)
     p0.add_minutes(full, {H: Components(views=1, sessions=1), H + MINUTE_MS: ZERO})
-    p0.add_minute_activity(full, H + MINUTE_MS, 60_000, 0)
+    p0.add_minute_activity(scopes_of(full), H + MINUTE_MS, 60_000, 0)
     p1.add_minutes(full_values({**dims, "creatorId": "cr-2"}), {H: Components(views=2, sessions=2)})
     assert await flush(p0, writer, 0, 10) == 3 * 2  # all, pb-1 and cr-1, two minutes
     assert await flush(p1, writer, 1, 3) == 3

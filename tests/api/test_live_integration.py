@@ -21,7 +21,7 @@ from aggregator import sketch
 from aggregator.concurrency import SAMPLE_MS, PartitionConcurrency
 from aggregator.keys import FULL
 from aggregator.metrics import Components
-from aggregator.rollups import PartitionRollups, full_values
+from aggregator.rollups import PartitionRollups, full_values, scopes_of
 from aggregator.store import ConcurrencyWriter, RollupWriter
 from aggregator.timebuckets import MINUTE_MS
 from api import openapi
@@ -87,7 +87,7 @@ async def seed_minutes(redis: Redis) -> None:
             ms("2025-06-15T12:00:00"): minute_view(ttff_ms=3_000),
         },
     )
-    p1.add_minute_activity(full_values(pb1), ms("2025-06-15T11:58:00"), 30_000, 10_000)
+    p1.add_minute_activity(scopes_of(full_values(pb1)), ms("2025-06-15T11:58:00"), 30_000, 10_000)
     p1.add_minutes(full_values(pb2), {ms("2025-06-15T11:57:00"): minute_view(ttff_ms=2_000)})
     writer = RollupWriter(redis)
     for partition, part in enumerate((p0, p1)):
