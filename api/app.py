@@ -462,9 +462,8 @@ class Api:
             "live",
             asyncio.gather(
                 asyncio.gather(*reads),
-                self.rollups.viewership(
-                    step=None,
-                    from_ms=now_ms - live.QOE_RANGE_MS,
+                self.rollups.minutes(
+                    from_ms=live.qoe_window(now_ms)[0],
                     to_ms=now_ms,
                     fields=live.QOE_FIELDS,
                     playback_id=playback_id,
