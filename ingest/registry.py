@@ -22,6 +22,7 @@ succeed; the asset then resolves to the one whose claim came last.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -101,6 +102,9 @@ class PlaybackRegistry:
         self._cache: TTLCache[str, Playback | None] = TTLCache(
             cache_size, cache_s, timer=time.monotonic
         )
+        # Reads under way, one per playback: every request that misses while it runs (all of
+        # them under load when an entry expires) waits for it instead of taking a connection.
+        self._reading: dict[str, asyncio.Future[Playback | None]] = {}
         self._claim = redis.register_script(_CLAIM)
         self._release = redis.register_script(_RELEASE)
 
@@ -172,14 +176,28 @@ class PlaybackRegistry:
         return self._cache[playback_id]
 
     async def lookup(self, playback_id: str) -> Playback | None:
-        """Cached read for the hot path; raises the Redis error when there is nothing cached."""
+        """Cached read for the hot path; raises the Redis error when there is nothing cached.
+
+        Concurrent misses of one playback share one read (and its error, which is not kept).
+        """
         try:
             return self._cache[playback_id]
         except KeyError:
             pass
-        playback = await self.fetch(playback_id)
-        self._cache[playback_id] = playback
-        return playback
+        reading = self._reading.get(playback_id)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read(playback_id))
+            self._reading[playback_id] = reading
+        # A waiter that gives up (its request cancelled) does not cancel the others' read.
+        return await asyncio.shield(reading)
+
+    async def _read(self, playback_id: str) -> Playback | None:
+        try:
+            playback = await self.fetch(playback_id)
+            self._cache[playback_id] = playback
+            return playback
+        finally:
+            del self._reading[playback_id]
 
     async def page(self, *, after: str | None = None, limit: int = 100) -> Page:
         """Up to `limit` playbacks in byte order of their IDs, starting after `after`."""

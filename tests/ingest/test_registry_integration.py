@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from ingest.registry import (
     ASSET_KEY,
@@ -14,6 +17,7 @@ from ingest.registry import (
     PlaybackRegistry,
     RegistryConflict,
 )
+from ingest.settings import IngestSettings
 
 
 @pytest.fixture
@@ -123,3 +127,45 @@ async def test_an_id_listed_without_a_hash_lists_nothing(
     page = await registry.page(limit=1)
     assert (page.playbacks, page.next_cursor) == ((), "pb-0")
     assert await registry.list() == [Playback("pb-1", "cr")]
+
+
+async def test_concurrent_misses_of_one_playback_share_one_read(
+    registry: PlaybackRegistry, ingest_settings: IngestSettings
+) -> None:
+    # Under load, when a playback's cache entry expires every request in flight misses at once;
+    # with a read each, more of them than the client's pool holds (redis-py's default is 100)
+    # failed with MaxConnectionsError, i.e. 503s for a Redis that was up.
+    await registry.put(Playback("pb-1", "cr-1", asset_id="as-1"))
+    client = Redis.from_url(ingest_settings.redis_url, max_connections=2)
+    try:
+        collector = PlaybackRegistry(client, cache_s=60)
+        answers = await asyncio.gather(*(collector.lookup("pb-1") for _ in range(300)))
+        assert answers == [Playback("pb-1", "cr-1", asset_id="as-1")] * 300
+        assert collector.cached("pb-1") == Playback("pb-1", "cr-1", asset_id="as-1")
+        # Unknown playbacks too: one read, cached as None.
+        assert await asyncio.gather(*(collector.lookup("pb-x") for _ in range(300))) == [None] * 300
+    finally:
+        await client.aclose()
+
+
+async def test_a_failed_shared_read_fails_every_waiter_and_is_not_remembered(
+    registry: PlaybackRegistry, redis: Redis, ingest_settings: IngestSettings
+) -> None:
+    await registry.put(Playback("pb-1", "cr-1"))
+    client = Redis.from_url(ingest_settings.redis_url, socket_timeout=0.2)
+    try:
+        collector = PlaybackRegistry(client, cache_s=60)
+        await client.ping()  # connected before Redis stops answering
+        await redis.execute_command("CLIENT", "PAUSE", 1000, "ALL")
+        outcomes = await asyncio.gather(
+            *(collector.lookup("pb-1") for _ in range(50)), return_exceptions=True
+        )
+        assert all(isinstance(o, RedisError) for o in outcomes), outcomes
+        with pytest.raises(KeyError):
+            collector.cached("pb-1")
+        await redis.execute_command("CLIENT", "UNPAUSE")
+        # Read again, not the old failure handed out.
+        assert await collector.lookup("pb-1") == Playback("pb-1", "cr-1")
+    finally:
+        await redis.execute_command("CLIENT", "UNPAUSE")
+        await client.aclose()
