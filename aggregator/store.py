@@ -5,13 +5,15 @@ The key layout is `aggregator.keys`; this module only moves values in and out of
 
 from __future__ import annotations
 
+import os
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 
-from aggregator import keys
+from aggregator import keys, projection
 from aggregator.concurrency import PEAK_STEPS, Minutes, PeakStep, minute_peaks, step_peaks
 from aggregator.metrics import OPTIONAL_FIELDS, Components, to_viewership
 from aggregator.rollups import RowId, RowWrite
@@ -61,13 +63,18 @@ class RollupWriter:
         """
         vfield = keys.version_field(partition)
         mode = keys.REPLACE_MODE if replace else keys.WRITE_MODE
+        # The all-dimensions hashes' new generation: random, so it never repeats, not even
+        # after the hash was deleted (Redis restarted empty) and written anew, where a counter
+        # would start over at a value a reader may have seen before.
+        generation = os.urandom(8).hex()
         targets: dict[str, list[Any]] = {}
         for write in writes:
             if not replace and not write.values and not write.deleted:
                 continue  # created and emptied between two flushes: nothing to say
             row = write.row
             key = self._key(row)
-            args: list[Any] = [vfield, version, keys.RETENTION_S[row.grain], mode]
+            stamp = generation if row.dims == keys.FULL else ""
+            args: list[Any] = [vfield, version, keys.RETENTION_S[row.grain], mode, stamp]
             for values, components in write.values.items():
                 args += [self._field(partition, values), orjson.dumps(components.to_fields())]
             for values in write.deleted:
@@ -76,7 +83,8 @@ class RollupWriter:
         if replace:
             for member in await self._redis.smembers(keys.written_key(partition)):
                 key = member.decode() if isinstance(member, bytes) else member
-                targets.setdefault(key, [vfield, version, keys.RETENTION_S["day"], mode])
+                stamp = generation if keys.keeps_projections(key) else ""
+                targets.setdefault(key, [vfield, version, keys.RETENTION_S["day"], mode, stamp])
         if not targets:
             return 0
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -117,6 +125,7 @@ class RollupReader:
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        self._project_script = redis.register_script(keys.PROJECTION_WRITE_SCRIPT)
 
     async def viewership(
         self,
@@ -150,6 +159,11 @@ class RollupReader:
             (0 if step is None else floor(start, step), grain, start)
             for grain, start in cover(from_ms, to_ms, grains)
         ]
+        dims = keys.ordered(tuple(d for d in (*breakdown, *filters) if d != scope_dim))
+        if group.dims == keys.FULL and dims != keys.FULL:
+            return await self._projected(
+                plan, step, scope_dim, scope_value, dims, breakdown, filters, fields
+            )
         async with self._redis.pipeline(transaction=False) as pipe:
             for _, grain, start in plan:
                 pipe.hgetall(keys.rollup_key(grain, start, scope_dim, scope_value, group.dims))
@@ -192,6 +206,88 @@ class RollupReader:
                 row["uniqueViewers"] = unique.get(bucket, 0)
             rows.append(row)
         return rows
+
+    async def _projected(
+        self,
+        plan: list[tuple[int, Step, int]],
+        step: Step | None,
+        scope_dim: str | None,
+        scope_value: str | None,
+        dims: tuple[str, ...],
+        breakdown: tuple[str, ...],
+        filters: dict[str, str],
+        fields: Sequence[str],
+    ) -> list[dict[str, Any]]:
+        """A combined breakdown from the all-dimensions hashes' projections onto `dims` (the
+        breakdown and filter dimensions), each cached in its hash (`aggregator.projection`).
+
+        One round trip reads each bucket's generation and cached projection: the rows of a
+        bucket alone in its step, the sums of one that shares it. A projection stamped with
+        another generation (or none) is made again from the hash (a second round trip) and
+        written back by `PROJECTION_WRITE_SCRIPT`, which keeps it only if the hash's
+        generation has not moved meanwhile (a third, only then)."""
+        rows_field, sums_field = keys.projection_fields(dims)
+        hashes = [
+            keys.rollup_key(grain, start, scope_dim, scope_value, keys.FULL)
+            for _, grain, start in plan
+        ]
+        sharing = Counter(bucket for bucket, _, _ in plan)
+        alone = [sharing[bucket] == 1 for bucket, _, _ in plan]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, single in zip(hashes, alone, strict=True):
+                pipe.hmget(key, keys.GENERATION_FIELD, rows_field if single else sums_field)
+            cached = await pipe.execute()
+        blobs = [projection.unstamp(value, generation) for generation, value in cached]
+        made: dict[int, dict[projection.Values, projection.Sums]] = {}
+        made_rows: dict[int, projection.Rows] = {}
+        misses = [i for i, blob in enumerate(blobs) if blob is None]
+        if misses:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for i in misses:
+                    pipe.hgetall(hashes[i])
+                sources = await pipe.execute()
+            positions = [keys.FULL.index(d) for d in dims]
+            backs = []
+            for i, raw in zip(misses, sources, strict=True):
+                sums = made[i] = projection.project(raw, positions)
+                made_rows[i] = projection.rows_of(sums)
+                generation = raw.get(keys.GENERATION_FIELD.encode())
+                if generation:
+                    rows_blob = projection.encode_rows(made_rows[i])
+                    backs.append((hashes[i], generation, rows_blob, projection.encode_sums(sums)))
+            if backs:
+                joined = ",".join(dims)
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for key, generation, rows_blob, sums_blob in backs:
+                        args = [
+                            generation,
+                            joined,
+                            projection.stamp(generation, rows_blob),
+                            projection.stamp(generation, sums_blob),
+                        ]
+                        await self._project_script(keys=[key], args=args, client=pipe)
+                    await pipe.execute()
+
+        entries: list[tuple[int, projection.Rows | None, projection.FlatSums | None]] = []
+        for i, (bucket, _, _) in enumerate(plan):
+            blob = blobs[i]
+            if alone[i]:
+                rows = made_rows[i] if blob is None else projection.decode_rows(blob)
+                entries.append((bucket, rows, None))
+            else:
+                flat = (
+                    projection.flat_sums(made[i]) if blob is None else projection.decode_sums(blob)
+                )
+                entries.append((bucket, None, flat))
+        return projection.assemble(
+            entries,
+            timestamps=step is not None,
+            dims=dims,
+            breakdown=breakdown,
+            scope=(scope_dim, scope_value),
+            filters=filters,
+            fields=fields,
+        )
 
     async def _unique_viewers(
         self, plan: list[tuple[int, Step, int]], scope_dim: str | None, scope_value: str | None
