@@ -149,6 +149,13 @@ Labels = tuple[str | None, ...]
 
 
 def assemble(
+    entries: Iterable[tuple[int, Rows | None, FlatSums | None]], **shape: Any
+) -> list[dict[str, Any]]:
+    """`assemble_steps`' rows, all steps in order."""
+    return [row for rows in assemble_steps(entries, **shape).values() for row in rows]
+
+
+def assemble_steps(
     entries: Iterable[tuple[int, Rows | None, FlatSums | None]],
     *,
     timestamps: bool,
@@ -157,16 +164,16 @@ def assemble(
     scope: tuple[str | None, str | None] = (None, None),
     filters: Mapping[str, str] | None = None,
     fields: Iterable[str] | None = None,
-) -> list[dict[str, Any]]:
-    """The reader's rows from projections onto `dims`, one entry per stored bucket read:
+) -> dict[int, list[dict[str, Any]]]:
+    """The reader's rows per step from projections onto `dims`, one entry per stored bucket read:
     (its step's start, its rows if it is alone in its step, else its flat sums).
 
     A tuple whose `filters` values differ is left out; the others become the `breakdown`
     values (the scope's dimension, constant in it, taken from `scope`). Rows of a bucket alone
     in its step are taken as they are; sums of buckets sharing a step are added per breakdown
     tuple and their metrics computed once. Like `metrics.to_viewership`: `viewCount` and
-    `playtimeMins` always, the optional `fields` asked for (all when None). Sorted by step,
-    then breakdown values (None first)."""
+    `playtimeMins` always, the optional `fields` asked for (all when None). Steps in order,
+    each with its rows sorted by breakdown values (None first); steps with no row left out."""
     wanted = set(OPTIONAL_FIELDS if fields is None else fields)
     unknown = wanted - set(VIEWERSHIP_FIELDS)
     if unknown:
@@ -195,14 +202,18 @@ def assemble(
         else:
             labels_of = itemgetter(*positions)  # type: ignore[assignment]
 
+    names = (*breakdown, *VIEWERSHIP_FIELDS)
+    stamped = ("timestamp", *names)
+
     def row_of(bucket: int, labels: Labels, metrics: Sequence[Any]) -> dict[str, Any]:
+        if every:  # one dict(zip()): rows are built by the thousand per query
+            if timestamps:
+                return dict(zip(stamped, (bucket, *labels, *metrics), strict=True))
+            return dict(zip(names, (*labels, *metrics), strict=True))
         row: dict[str, Any] = {"timestamp": bucket} if timestamps else {}
         row.update(zip(breakdown, labels, strict=True))
-        if every:
-            row.update(zip(VIEWERSHIP_FIELDS, metrics, strict=True))
-        else:
-            for name, j in picked:
-                row[name] = metrics[j]
+        for name, j in picked:
+            row[name] = metrics[j]
         return row
 
     by_bucket: dict[int, dict[Labels, dict[str, Any]]] = {}
@@ -237,8 +248,9 @@ def assemble(
             )
         )
     }
-    result: list[dict[str, Any]] = []
-    for bucket in sorted(by_bucket):
-        out = by_bucket[bucket]
-        result.extend(out[labels] for labels in sorted(out, key=order.__getitem__))
-    return result
+    return {
+        bucket: [
+            by_bucket[bucket][labels] for labels in sorted(by_bucket[bucket], key=order.__getitem__)
+        ]
+        for bucket in sorted(by_bucket)
+    }

@@ -11,11 +11,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
+from cachetools import LRUCache
 from redis.asyncio import Redis
 
 from aggregator import keys, projection
 from aggregator.concurrency import PEAK_STEPS, Minutes, PeakStep, minute_peaks, step_peaks
-from aggregator.metrics import OPTIONAL_FIELDS, Components, to_viewership
+from aggregator.metrics import OPTIONAL_FIELDS, VIEWERSHIP_FIELDS, Components, to_viewership
 from aggregator.rollups import RowId, RowWrite
 from aggregator.timebuckets import HOUR_MS, MINUTE_MS, Step, cover, floor, steps
 
@@ -120,12 +121,21 @@ def _scope(playback_id: str | None, creator_id: str | None) -> tuple[str | None,
     return None, None
 
 
+STEP_ROWS_CACHED = 50_000
+"""Rows of combined breakdowns a reader keeps in memory (about 40 MB), per query shape and
+step, checked against their hashes' generations before each use."""
+
+
 class RollupReader:
     """Answers viewership queries from the rollup hashes (the API's only way into them)."""
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._project_script = redis.register_script(keys.PROJECTION_WRITE_SCRIPT)
+        # (query shape, step, its hashes) -> (their generations, the step's rows), by rows.
+        self._steps: LRUCache[tuple[Any, ...], tuple[tuple[bytes | None, ...], list[Any]]] = (
+            LRUCache(STEP_ROWS_CACHED, getsizeof=lambda memo: 1 + len(memo[1]))
+        )
 
     async def viewership(
         self,
@@ -219,24 +229,88 @@ class RollupReader:
         fields: Sequence[str],
     ) -> list[dict[str, Any]]:
         """A combined breakdown from the all-dimensions hashes' projections onto `dims` (the
-        breakdown and filter dimensions), each cached in its hash (`aggregator.projection`).
+        breakdown and filter dimensions).
 
-        One round trip reads each bucket's generation and cached projection: the rows of a
-        bucket alone in its step, the sums of one that shares it. A projection stamped with
-        another generation (or none) is made again from the hash (a second round trip) and
-        written back by `PROJECTION_WRITE_SCRIPT`, which keeps it only if the hash's
-        generation has not moved meanwhile (a third, only then)."""
-        rows_field, sums_field = keys.projection_fields(dims)
+        Two caches, both checked against each hash's generation (`keys.GENERATION_FIELD`),
+        which every applied write replaces: this reader's rows per step, from the
+        generations of the step's hashes when they were made (one round trip of `HGET`s
+        checks them all), and the projection of each hash cached in the hash itself
+        (`_project`) for the steps whose rows are not in memory or no longer current."""
+        wanted = set(fields)
+        if not wanted <= set(VIEWERSHIP_FIELDS):
+            raise ValueError(
+                f"unknown viewership fields: {sorted(wanted - set(VIEWERSHIP_FIELDS))}"
+            )
+        shape = (
+            scope_dim,
+            scope_value,
+            dims,
+            breakdown,
+            tuple(sorted(filters.items())),
+            tuple(f for f in VIEWERSHIP_FIELDS if f in wanted),
+            step is not None,
+        )
         hashes = [
             keys.rollup_key(grain, start, scope_dim, scope_value, keys.FULL)
             for _, grain, start in plan
         ]
+        per_step: dict[int, list[int]] = {}
+        for i, (bucket, _, _) in enumerate(plan):
+            per_step.setdefault(bucket, []).append(i)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in hashes:
+                pipe.hget(key, keys.GENERATION_FIELD)
+            current = await pipe.execute()
+        answer: dict[int, list[dict[str, Any]]] = {}
+        stale: list[int] = []
+        for bucket, indices in per_step.items():
+            memo = self._steps.get((shape, bucket, tuple(hashes[i] for i in indices)))
+            if memo is not None and memo[0] == tuple(current[i] for i in indices):
+                answer[bucket] = memo[1]
+            else:
+                stale.extend(indices)
+        if stale:
+            made = await self._project([plan[i] for i in stale], [hashes[i] for i in stale], dims)
+            fresh = projection.assemble_steps(
+                [entry for entry, _ in made],
+                timestamps=step is not None,
+                dims=dims,
+                breakdown=breakdown,
+                scope=(scope_dim, scope_value),
+                filters=filters,
+                fields=fields,
+            )
+            made_at: dict[int, list[bytes | None]] = {}
+            for (bucket, _, _), generation in made:
+                made_at.setdefault(bucket, []).append(generation)
+            for bucket, generations in made_at.items():
+                rows = answer[bucket] = fresh.get(bucket, [])
+                if all(generations):  # each hash's contents known by its generation
+                    memo_key = (shape, bucket, tuple(hashes[i] for i in per_step[bucket]))
+                    self._steps[memo_key] = (tuple(generations), rows)
+        # Copies: the cached rows are not the caller's to change.
+        return [row.copy() for bucket in sorted(answer) for row in answer[bucket]]
+
+    async def _project(
+        self, plan: list[tuple[int, Step, int]], hashes: list[str], dims: tuple[str, ...]
+    ) -> list[tuple[tuple[int, projection.Rows | None, projection.FlatSums | None], bytes | None]]:
+        """`projection.assemble_steps` entries for `plan`'s all-dimensions hashes, each with
+        the generation it was made at (None when the hash keeps none), from the projections
+        cached in them.
+
+        One round trip reads each hash's generation and cached projection: the rows of a
+        hash alone in its step, the sums of one that shares it. A projection stamped with
+        another generation (or none) is made again from the hash (a second round trip) and
+        written back by `PROJECTION_WRITE_SCRIPT`, which keeps it only if the hash's
+        generation has not moved meanwhile (a third, only then)."""
+        rows_field, sums_field = keys.projection_fields(dims)
         sharing = Counter(bucket for bucket, _, _ in plan)
         alone = [sharing[bucket] == 1 for bucket, _, _ in plan]
         async with self._redis.pipeline(transaction=False) as pipe:
             for key, single in zip(hashes, alone, strict=True):
                 pipe.hmget(key, keys.GENERATION_FIELD, rows_field if single else sums_field)
             cached = await pipe.execute()
+        generations: list[bytes | None] = [generation for generation, _ in cached]
         blobs = [projection.unstamp(value, generation) for generation, value in cached]
         made: dict[int, dict[projection.Values, projection.Sums]] = {}
         made_rows: dict[int, projection.Rows] = {}
@@ -251,7 +325,7 @@ class RollupReader:
             for i, raw in zip(misses, sources, strict=True):
                 sums = made[i] = projection.project(raw, positions)
                 made_rows[i] = projection.rows_of(sums)
-                generation = raw.get(keys.GENERATION_FIELD.encode())
+                generation = generations[i] = raw.get(keys.GENERATION_FIELD.encode())
                 if generation:
                     rows_blob = projection.encode_rows(made_rows[i])
                     backs.append((hashes[i], generation, rows_blob, projection.encode_sums(sums)))
@@ -268,26 +342,20 @@ class RollupReader:
                         await self._project_script(keys=[key], args=args, client=pipe)
                     await pipe.execute()
 
-        entries: list[tuple[int, projection.Rows | None, projection.FlatSums | None]] = []
+        entries: list[
+            tuple[tuple[int, projection.Rows | None, projection.FlatSums | None], bytes | None]
+        ] = []
         for i, (bucket, _, _) in enumerate(plan):
             blob = blobs[i]
             if alone[i]:
                 rows = made_rows[i] if blob is None else projection.decode_rows(blob)
-                entries.append((bucket, rows, None))
+                entries.append(((bucket, rows, None), generations[i]))
             else:
                 flat = (
                     projection.flat_sums(made[i]) if blob is None else projection.decode_sums(blob)
                 )
-                entries.append((bucket, None, flat))
-        return projection.assemble(
-            entries,
-            timestamps=step is not None,
-            dims=dims,
-            breakdown=breakdown,
-            scope=(scope_dim, scope_value),
-            filters=filters,
-            fields=fields,
-        )
+                entries.append(((bucket, None, flat), generations[i]))
+        return entries
 
     async def _unique_viewers(
         self, plan: list[tuple[int, Step, int]], scope_dim: str | None, scope_value: str | None

@@ -179,6 +179,9 @@ async def test_a_projection_made_before_a_write_is_not_stored_after_it(redis: Re
     assert [r["viewCount"] for r in rows] == [2]  # what the hash held when read
     assert await redis.hget(KEY, ROWS_FIELD) is None  # but not kept: the hash moved on
     assert await views(redis) == [("DE", "mobile", 3)]
+    # The racing reader's rows in memory are of the old generation: not used either.
+    rows = await reader.viewership(step="hour", from_ms=H, to_ms=H + HOUR, breakdown=BREAKDOWN)
+    assert [r["viewCount"] for r in rows] == [3]
 
 
 async def test_a_generation_is_never_seen_again_after_redis_lost_its_data(redis: Redis) -> None:
@@ -211,3 +214,44 @@ async def test_hashes_of_one_dimension_keep_no_generation(redis: Redis) -> None:
         step="hour", from_ms=H, to_ms=H + HOUR, breakdown=["country"]
     )
     assert [(r["country"], r["viewCount"]) for r in rows] == [("DE", 2)]
+
+
+async def test_a_readers_rows_in_memory_are_used_only_while_their_hashes_are_unchanged(
+    redis: Redis,
+) -> None:
+    writer, rollups = RollupWriter(redis), PartitionRollups()
+    add(rollups, "DE", "mobile", 2)
+    add(rollups, "FR", "tablet", 1, hour=H + HOUR)
+    await flush(rollups, writer, 1)
+    reader = RollupReader(redis)
+
+    async def read(step: str) -> list[tuple[Any, ...]]:
+        rows = await reader.viewership(
+            step=step,  # type: ignore[arg-type]
+            from_ms=H,
+            to_ms=H + (HOUR if step == "hour" else 2 * HOUR),
+            breakdown=BREAKDOWN,
+        )
+        got = [(r["country"], r["deviceType"], r["viewCount"]) for r in rows]
+        for row in rows:
+            row["viewCount"] = -1  # the caller's to change: not the reader's cached rows
+        return got
+
+    assert await read("hour") == [("DE", "mobile", 2)]
+    assert await read("day") == [("DE", "mobile", 2), ("FR", "tablet", 1)]
+    await poison(redis, ROWS_FIELD)
+    assert await views(redis) == [("DE", "mobile", 999)]  # a new reader reads Redis' cache...
+    assert await read("hour") == [("DE", "mobile", 2)]  # ...this one its rows in memory
+    zombie = PartitionRollups()
+    add(zombie, "DE", "mobile", 7)
+    assert await flush(zombie, writer, 0) == 0  # refused: nothing changed, the rows stand
+    assert await read("hour") == [("DE", "mobile", 2)]
+
+    add(rollups, "DE", "mobile", 1, hour=H + HOUR)  # only the second hour (and the day) written
+    await flush(rollups, writer, 2)
+    assert await read("day") == [("DE", "mobile", 3), ("FR", "tablet", 1)]
+    assert await read("hour") == [("DE", "mobile", 2)]
+    add(rollups, "DE", "mobile", 1)  # now the first hour
+    await flush(rollups, writer, 3)
+    assert await read("hour") == [("DE", "mobile", 3)]
+    assert await read("day") == [("DE", "mobile", 4), ("FR", "tablet", 1)]
