@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from cachetools import LRUCache
@@ -124,6 +124,10 @@ def _scope(playback_id: str | None, creator_id: str | None) -> tuple[str | None,
 STEP_ROWS_CACHED = 50_000
 """Rows of combined breakdowns a reader keeps in memory (about 40 MB), per query shape and
 step, checked against their hashes' generations before each use."""
+
+
+MISSING: Final = b""
+"""The generation of a hash that does not exist (what a reader's rows were made from)."""
 
 
 class RollupReader:
@@ -257,14 +261,33 @@ class RollupReader:
         per_step: dict[int, list[int]] = {}
         for i, (bucket, _, _) in enumerate(plan):
             per_step.setdefault(bucket, []).append(i)
+        memos = {
+            bucket: self._steps.get((shape, bucket, tuple(hashes[i] for i in indices)))
+            for bucket, indices in per_step.items()
+        }
+        # A hash that was missing is still missing if it does not exist (a hash without a
+        # generation might, written by an aggregator older than generations).
+        were_missing = [
+            i
+            for bucket, memo in memos.items()
+            if memo is not None
+            for i, made_at in zip(per_step[bucket], memo[0], strict=True)
+            if made_at == MISSING
+        ]
         async with self._redis.pipeline(transaction=False) as pipe:
             for key in hashes:
                 pipe.hget(key, keys.GENERATION_FIELD)
-            current = await pipe.execute()
+            for i in were_missing:
+                pipe.exists(hashes[i])
+            answers = await pipe.execute()
+        current = answers[: len(hashes)]
+        for i, exists in zip(were_missing, answers[len(hashes) :], strict=True):
+            if not exists:
+                current[i] = MISSING
         answer: dict[int, list[dict[str, Any]]] = {}
         stale: list[int] = []
         for bucket, indices in per_step.items():
-            memo = self._steps.get((shape, bucket, tuple(hashes[i] for i in indices)))
+            memo = memos[bucket]
             if memo is not None and memo[0] == tuple(current[i] for i in indices):
                 answer[bucket] = memo[1]
             else:
@@ -285,7 +308,7 @@ class RollupReader:
                 made_at.setdefault(bucket, []).append(generation)
             for bucket, generations in made_at.items():
                 rows = answer[bucket] = fresh.get(bucket, [])
-                if all(generations):  # each hash's contents known by its generation
+                if None not in generations:  # each hash's contents known by its generation
                     memo_key = (shape, bucket, tuple(hashes[i] for i in per_step[bucket]))
                     self._steps[memo_key] = (tuple(generations), rows)
         # Copies: the cached rows are not the caller's to change.
@@ -295,8 +318,8 @@ class RollupReader:
         self, plan: list[tuple[int, Step, int]], hashes: list[str], dims: tuple[str, ...]
     ) -> list[tuple[tuple[int, projection.Rows | None, projection.FlatSums | None], bytes | None]]:
         """`projection.assemble_steps` entries for `plan`'s all-dimensions hashes, each with
-        the generation it was made at (None when the hash keeps none), from the projections
-        cached in them.
+        the generation it was made at (`MISSING` for a hash that does not exist, None for one
+        that keeps no generation), from the projections cached in them.
 
         One round trip reads each hash's generation and cached projection: the rows of a
         hash alone in its step, the sums of one that shares it. A projection stamped with
@@ -325,7 +348,8 @@ class RollupReader:
             for i, raw in zip(misses, sources, strict=True):
                 sums = made[i] = projection.project(raw, positions)
                 made_rows[i] = projection.rows_of(sums)
-                generation = generations[i] = raw.get(keys.GENERATION_FIELD.encode())
+                generation = raw.get(keys.GENERATION_FIELD.encode())
+                generations[i] = MISSING if not raw else generation
                 if generation:
                     rows_blob = projection.encode_rows(made_rows[i])
                     backs.append((hashes[i], generation, rows_blob, projection.encode_sums(sums)))

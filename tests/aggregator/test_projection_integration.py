@@ -255,3 +255,31 @@ async def test_a_readers_rows_in_memory_are_used_only_while_their_hashes_are_unc
     await flush(rollups, writer, 3)
     assert await read("hour") == [("DE", "mobile", 3)]
     assert await read("day") == [("DE", "mobile", 4), ("FR", "tablet", 1)]
+
+
+async def test_rows_made_while_a_hash_was_missing_are_used_only_while_it_is(redis: Redis) -> None:
+    writer, rollups = RollupWriter(redis), PartitionRollups()
+    add(rollups, "DE", "mobile", 2)
+    await flush(rollups, writer, 1)
+    reader = RollupReader(redis)
+
+    async def read() -> list[tuple[Any, ...]]:
+        rows = await reader.viewership(
+            step="day", from_ms=H, to_ms=H + 2 * HOUR, breakdown=BREAKDOWN
+        )
+        return [(r["country"], r["deviceType"], r["viewCount"]) for r in rows]
+
+    assert await read() == [("DE", "mobile", 2)]  # the second hour has no hash
+    assert await read() == [("DE", "mobile", 2)]
+    # An aggregator from before generations writes the second hour: no `g|` in the hash.
+    second = keys.rollup_key("hour", H + HOUR, None, None, keys.FULL)
+    values = dict.fromkeys(keys.FULL) | {"country": "FR", "deviceType": "tv"}
+    field = keys.row_field(1, tuple(values[d] for d in keys.FULL))
+    await redis.hset(second, mapping={field: orjson.dumps({"views": 4}), "v|1": 1})
+    assert await read() == [("DE", "mobile", 2), ("FR", "tv", 4)]
+    assert await read() == [("DE", "mobile", 2), ("FR", "tv", 4)]  # (not kept: no generation)
+    await redis.delete(second)
+    assert await read() == [("DE", "mobile", 2)]
+    add(rollups, "FR", "tablet", 1, hour=H + HOUR)
+    await flush(rollups, writer, 2)
+    assert await read() == [("DE", "mobile", 2), ("FR", "tablet", 1)]
