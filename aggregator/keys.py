@@ -286,9 +286,10 @@ def row_field(partition: int, values: tuple[str | None, ...]) -> str:
 
 
 def parse_row_field(field: bytes | str) -> tuple[int, tuple[str | None, ...]] | None:
-    """(partition, dimension values) of a data field; None for a version field."""
+    """(partition, dimension values) of a data field; None for any other field (a version,
+    the generation, a cached projection): data fields alone start with a digit."""
     text = field.decode() if isinstance(field, bytes) else field
-    if text.startswith(VERSION_PREFIX):
+    if not text[:1].isdigit():
         return None
     partition, _, values = text.partition("|")
     return int(partition), tuple(orjson.loads(values))
@@ -296,6 +297,27 @@ def parse_row_field(field: bytes | str) -> tuple[int, tuple[str | None, ...]] | 
 
 def version_field(partition: int) -> str:
     return f"{VERSION_PREFIX}{partition}"
+
+
+GENERATION_FIELD: Final = "g|"
+"""Of an all-dimensions hash: a random token replaced by every applied write (`WRITE_SCRIPT`)."""
+PROJECTION_INDEX_FIELD: Final = "pi|"
+"""Of an all-dimensions hash: the dimension lists of its cached projections, `;`-joined."""
+
+_FULL_SUFFIX: Final = ":" + ",".join(FULL)
+
+
+def keeps_projections(key: str) -> bool:
+    """Whether a rollup key is an all-dimensions hash (the only ones projected, so the only
+    ones whose writes carry a generation)."""
+    return key.endswith(_FULL_SUFFIX)
+
+
+def projection_fields(dims: tuple[str, ...]) -> tuple[str, str]:
+    """The fields of an all-dimensions hash caching its projection onto `dims` (canonical
+    order): precomputed rows, and sums (`aggregator.projection`)."""
+    joined = ",".join(dims)
+    return f"pr|{joined}", f"pc|{joined}"
 
 
 ALIVE_KEY: Final = "pp:alive"
@@ -317,20 +339,23 @@ REPLACE_MODE = "r"  # first delete every field of this partition, then set the g
 
 WRITE_SCRIPT: Final = """
 -- KEYS[1] rollup hash; ARGV: version field ('v|<partition>'), version, ttl seconds, mode,
--- then field/value pairs (an empty value deletes the field). Applies only if no newer version
--- of this partition is stored, so replays and stale workers cannot overwrite newer values.
+-- generation ('' for a hash that caches no projections), then field/value pairs (an empty
+-- value deletes the field). Applies only if no newer version of this partition is stored, so
+-- replays and stale workers cannot overwrite newer values.
 -- Mode 'r' first deletes all of the partition's fields: a worker that rebuilt its state from
 -- the sessions table does not know which tuples its predecessor wrote.
+-- A write that applies replaces the generation and drops the cached projections (their
+-- stamps would no longer match it anyway), in the same atomic step.
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if current and tonumber(current) > tonumber(ARGV[2]) then return 0 end
 if ARGV[4] == 'r' then
-  if #ARGV < 5 and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+  if #ARGV < 6 and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
   local prefix = string.sub(ARGV[1], 3) .. '|'
   for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
     if string.sub(field, 1, #prefix) == prefix then redis.call('HDEL', KEYS[1], field) end
   end
 end
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   if ARGV[i + 1] == '' then
     redis.call('HDEL', KEYS[1], ARGV[i])
   else
@@ -338,6 +363,33 @@ for i = 5, #ARGV, 2 do
   end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[1], 'g|', ARGV[5])
+  local index = redis.call('HGET', KEYS[1], 'pi|')
+  if index then
+    for dims in string.gmatch(index, '[^;]+') do
+      redis.call('HDEL', KEYS[1], 'pr|' .. dims, 'pc|' .. dims)
+    end
+    redis.call('HDEL', KEYS[1], 'pi|')
+  end
+end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+PROJECTION_WRITE_SCRIPT: Final = """
+-- KEYS[1] an all-dimensions rollup hash; ARGV: the generation the projection was made from,
+-- its dimensions (comma-joined), then the rows and sums values (stamped with that generation).
+-- Stores them only if the hash's generation is still that one: a write since (or a hash
+-- deleted and written anew) means the projection may not be its contents any more.
+local generation = redis.call('HGET', KEYS[1], 'g|')
+if not generation or generation ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'pr|' .. ARGV[2], ARGV[3], 'pc|' .. ARGV[2], ARGV[4])
+local index = redis.call('HGET', KEYS[1], 'pi|')
+if not index then
+  redis.call('HSET', KEYS[1], 'pi|', ARGV[2])
+elseif not string.find(';' .. index .. ';', ';' .. ARGV[2] .. ';', 1, true) then
+  redis.call('HSET', KEYS[1], 'pi|', index .. ';' .. ARGV[2])
+end
 return 1
 """

@@ -192,21 +192,31 @@ def to_viewership(components: Components, fields: Iterable[str] | None = None) -
     unknown = wanted - set(VIEWERSHIP_FIELDS)
     if unknown:
         raise ValueError(f"unknown viewership fields: {sorted(unknown)}")
-    c = components
-    counts = c.ttff_counts
-    values: dict[str, Any] = {
-        "viewCount": c.views,
-        "playtimeMins": c.playing_ms / 60_000,
-        "ttffMs": _ratio(c.ttff_sum_ms, c.ttff_count),
-        "ttffP50Ms": sketch.quantile(counts, 0.5),
-        "ttffP95Ms": sketch.quantile(counts, 0.95),
-        "rebufferRatio": _ratio(c.buffer_ms, c.playing_ms + c.buffer_ms),
-        "errorRate": _ratio(c.error_sessions, c.sessions),
-        "exitsBeforeStart": _ratio(c.exits_before_start, c.views),
-        "exitsBeforeStartCount": c.exits_before_start,
-    }
+    values = viewership_values(components.counter_values(), components.ttff_counts)
     return {
-        name: values[name]
-        for name in VIEWERSHIP_FIELDS
+        name: value
+        for name, value in zip(VIEWERSHIP_FIELDS, values, strict=True)
         if name in wanted or name in REQUIRED_FIELDS
     }
+
+
+_QUANTILES: Final = (0.5, 0.95)
+
+
+def viewership_values(counters: Sequence[int], ttff: Mapping[int, int]) -> tuple[Any, ...]:
+    """Every `VIEWERSHIP_FIELDS` value, in that order, from summed counters (`COUNTERS` order)
+    and TTFF sketch counts (no negative count): the definitions of `to_viewership`, in the
+    form the readers use per row (no `Components` built)."""
+    views, sessions, playing, buffer, ttff_sum, ttff_count, errors, exits = counters
+    p50, p95 = sketch.quantiles(ttff, _QUANTILES)
+    return (
+        views,
+        playing / 60_000,
+        _ratio(ttff_sum, ttff_count),
+        p50,
+        p95,
+        _ratio(buffer, playing + buffer),
+        _ratio(errors, sessions),
+        _ratio(exits, views),
+        exits,
+    )

@@ -90,3 +90,21 @@ def quantile(counts: Mapping[int, int], q: float) -> float | None:
         if running > rank:
             return value_of(bucket)
     return value_of(max(counts))  # pragma: no cover - running reaches total > rank
+
+
+def quantiles(counts: Mapping[int, int], qs: tuple[float, ...]) -> tuple[float | None, ...]:
+    """`quantile(counts, q)` for each of `qs` (ascending), in one pass over the sorted buckets:
+    what the readers compute for every row. Trusts its caller (counts >= 0, qs in [0, 1])."""
+    total = sum(counts.values())
+    if total == 0:
+        return (None,) * len(qs)
+    ranks = [q * (total - 1) for q in qs]
+    out: list[float | None] = []
+    running = 0
+    for bucket in sorted(counts):
+        running += counts[bucket]
+        while len(out) < len(ranks) and running > ranks[len(out)]:
+            out.append(value_of(bucket))
+        if len(out) == len(ranks):
+            break
+    return tuple(out)

@@ -5,15 +5,18 @@ The key layout is `aggregator.keys`; this module only moves values in and out of
 
 from __future__ import annotations
 
+import os
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import orjson
+from cachetools import LRUCache
 from redis.asyncio import Redis
 
-from aggregator import keys
+from aggregator import keys, projection
 from aggregator.concurrency import PEAK_STEPS, Minutes, PeakStep, minute_peaks, step_peaks
-from aggregator.metrics import OPTIONAL_FIELDS, Components, to_viewership
+from aggregator.metrics import OPTIONAL_FIELDS, VIEWERSHIP_FIELDS, Components, to_viewership
 from aggregator.rollups import RowId, RowWrite
 from aggregator.timebuckets import HOUR_MS, MINUTE_MS, Step, cover, floor, steps
 
@@ -64,6 +67,10 @@ class RollupWriter:
         """
         vfield = keys.version_field(partition)
         mode = keys.REPLACE_MODE if replace else keys.WRITE_MODE
+        # The all-dimensions hashes' new generation: random, so it never repeats, not even
+        # after the hash was deleted (Redis restarted empty) and written anew, where a counter
+        # would start over at a value a reader may have seen before.
+        generation = os.urandom(8).hex()
         minute_ttl = self._minute_retention_s
         targets: dict[str, list[Any]] = {}
         minutes: dict[str, int] = {}  # minute keys written -> their minute
@@ -75,7 +82,8 @@ class RollupWriter:
             key = self._key(row)
             is_minute = row.grain == keys.MINUTE
             ttl = minute_ttl if is_minute else keys.RETENTION_S[row.grain]
-            args: list[Any] = [vfield, version, ttl, mode]
+            stamp = generation if row.dims == keys.FULL else ""
+            args: list[Any] = [vfield, version, ttl, mode, stamp]
             for values, components in write.values.items():
                 args += [self._field(partition, values), orjson.dumps(components.to_fields())]
             for values in write.deleted:
@@ -87,12 +95,13 @@ class RollupWriter:
         if replace:
             for member in await self._redis.smembers(written):
                 key = member.decode() if isinstance(member, bytes) else member
-                targets.setdefault(key, [vfield, version, keys.RETENTION_S["day"], mode])
+                stamp = generation if keys.keeps_projections(key) else ""
+                targets.setdefault(key, [vfield, version, keys.RETENTION_S["day"], mode, stamp])
             for listed in await self._redis.zrange(minutes_written, 0, -1):
                 # cleared, so not listed again unless written
                 key = listed.decode() if isinstance(listed, bytes) else str(listed)
                 if key not in targets:
-                    targets[key] = [vfield, version, minute_ttl, mode]
+                    targets[key] = [vfield, version, minute_ttl, mode, ""]
                     minutes_cleared.add(key)
         if not targets:
             return 0
@@ -136,11 +145,25 @@ def _scope(playback_id: str | None, creator_id: str | None) -> tuple[str | None,
     return None, None
 
 
+STEP_ROWS_CACHED = 50_000
+"""Rows of combined breakdowns a reader keeps in memory (about 40 MB), per query shape and
+step, checked against their hashes' generations before each use."""
+
+
+MISSING: Final = b""
+"""The generation of a hash that does not exist (what a reader's rows were made from)."""
+
+
 class RollupReader:
     """Answers viewership queries from the rollup hashes (the API's only way into them)."""
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        self._project_script = redis.register_script(keys.PROJECTION_WRITE_SCRIPT)
+        # (query shape, step, its hashes) -> (their generations, the step's rows), by rows.
+        self._steps: LRUCache[tuple[Any, ...], tuple[tuple[bytes | None, ...], list[Any]]] = (
+            LRUCache(STEP_ROWS_CACHED, getsizeof=lambda memo: 1 + len(memo[1]))
+        )
 
     async def viewership(
         self,
@@ -174,6 +197,11 @@ class RollupReader:
             (0 if step is None else floor(start, step), grain, start)
             for grain, start in cover(from_ms, to_ms, grains)
         ]
+        dims = keys.ordered(tuple(d for d in (*breakdown, *filters) if d != scope_dim))
+        if group.dims == keys.FULL and dims != keys.FULL:
+            return await self._projected(
+                plan, step, scope_dim, scope_value, dims, breakdown, filters, fields
+            )
         async with self._redis.pipeline(transaction=False) as pipe:
             for _, grain, start in plan:
                 pipe.hgetall(keys.rollup_key(grain, start, scope_dim, scope_value, group.dims))
@@ -216,6 +244,166 @@ class RollupReader:
                 row["uniqueViewers"] = unique.get(bucket, 0)
             rows.append(row)
         return rows
+
+    async def _projected(
+        self,
+        plan: list[tuple[int, Step, int]],
+        step: Step | None,
+        scope_dim: str | None,
+        scope_value: str | None,
+        dims: tuple[str, ...],
+        breakdown: tuple[str, ...],
+        filters: dict[str, str],
+        fields: Sequence[str],
+    ) -> list[dict[str, Any]]:
+        """A combined breakdown from the all-dimensions hashes' projections onto `dims` (the
+        breakdown and filter dimensions).
+
+        Two caches, both checked against each hash's generation (`keys.GENERATION_FIELD`),
+        which every applied write replaces: this reader's rows per step, from the
+        generations of the step's hashes when they were made (one round trip of `HGET`s
+        checks them all), and the projection of each hash cached in the hash itself
+        (`_project`) for the steps whose rows are not in memory or no longer current."""
+        wanted = set(fields)
+        if not wanted <= set(VIEWERSHIP_FIELDS):
+            raise ValueError(
+                f"unknown viewership fields: {sorted(wanted - set(VIEWERSHIP_FIELDS))}"
+            )
+        shape = (
+            scope_dim,
+            scope_value,
+            dims,
+            breakdown,
+            tuple(sorted(filters.items())),
+            tuple(f for f in VIEWERSHIP_FIELDS if f in wanted),
+            step is not None,
+        )
+        hashes = [
+            keys.rollup_key(grain, start, scope_dim, scope_value, keys.FULL)
+            for _, grain, start in plan
+        ]
+        per_step: dict[int, list[int]] = {}
+        for i, (bucket, _, _) in enumerate(plan):
+            per_step.setdefault(bucket, []).append(i)
+        memos = {
+            bucket: self._steps.get((shape, bucket, tuple(hashes[i] for i in indices)))
+            for bucket, indices in per_step.items()
+        }
+        # A hash that was missing is still missing if it does not exist (a hash without a
+        # generation might, written by an aggregator older than generations).
+        were_missing = [
+            i
+            for bucket, memo in memos.items()
+            if memo is not None
+            for i, made_at in zip(per_step[bucket], memo[0], strict=True)
+            if made_at == MISSING
+        ]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in hashes:
+                pipe.hget(key, keys.GENERATION_FIELD)
+            for i in were_missing:
+                pipe.exists(hashes[i])
+            answers = await pipe.execute()
+        current = answers[: len(hashes)]
+        for i, exists in zip(were_missing, answers[len(hashes) :], strict=True):
+            if not exists:
+                current[i] = MISSING
+        answer: dict[int, list[dict[str, Any]]] = {}
+        stale: list[int] = []
+        for bucket, indices in per_step.items():
+            memo = memos[bucket]
+            if memo is not None and memo[0] == tuple(current[i] for i in indices):
+                answer[bucket] = memo[1]
+            else:
+                stale.extend(indices)
+        if stale:
+            made = await self._project([plan[i] for i in stale], [hashes[i] for i in stale], dims)
+            fresh = projection.assemble_steps(
+                [entry for entry, _ in made],
+                timestamps=step is not None,
+                dims=dims,
+                breakdown=breakdown,
+                scope=(scope_dim, scope_value),
+                filters=filters,
+                fields=fields,
+            )
+            made_at: dict[int, list[bytes | None]] = {}
+            for (bucket, _, _), generation in made:
+                made_at.setdefault(bucket, []).append(generation)
+            for bucket, generations in made_at.items():
+                rows = answer[bucket] = fresh.get(bucket, [])
+                if None not in generations:  # each hash's contents known by its generation
+                    memo_key = (shape, bucket, tuple(hashes[i] for i in per_step[bucket]))
+                    self._steps[memo_key] = (tuple(generations), rows)
+        # Copies: the cached rows are not the caller's to change.
+        return [row.copy() for bucket in sorted(answer) for row in answer[bucket]]
+
+    async def _project(
+        self, plan: list[tuple[int, Step, int]], hashes: list[str], dims: tuple[str, ...]
+    ) -> list[tuple[tuple[int, projection.Rows | None, projection.FlatSums | None], bytes | None]]:
+        """`projection.assemble_steps` entries for `plan`'s all-dimensions hashes, each with
+        the generation it was made at (`MISSING` for a hash that does not exist, None for one
+        that keeps no generation), from the projections cached in them.
+
+        One round trip reads each hash's generation and cached projection: the rows of a
+        hash alone in its step, the sums of one that shares it. A projection stamped with
+        another generation (or none) is made again from the hash (a second round trip) and
+        written back by `PROJECTION_WRITE_SCRIPT`, which keeps it only if the hash's
+        generation has not moved meanwhile (a third, only then)."""
+        rows_field, sums_field = keys.projection_fields(dims)
+        sharing = Counter(bucket for bucket, _, _ in plan)
+        alone = [sharing[bucket] == 1 for bucket, _, _ in plan]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, single in zip(hashes, alone, strict=True):
+                pipe.hmget(key, keys.GENERATION_FIELD, rows_field if single else sums_field)
+            cached = await pipe.execute()
+        generations: list[bytes | None] = [generation for generation, _ in cached]
+        blobs = [projection.unstamp(value, generation) for generation, value in cached]
+        made: dict[int, dict[projection.Values, projection.Sums]] = {}
+        made_rows: dict[int, projection.Rows] = {}
+        misses = [i for i, blob in enumerate(blobs) if blob is None]
+        if misses:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for i in misses:
+                    pipe.hgetall(hashes[i])
+                sources = await pipe.execute()
+            positions = [keys.FULL.index(d) for d in dims]
+            backs = []
+            for i, raw in zip(misses, sources, strict=True):
+                sums = made[i] = projection.project(raw, positions)
+                made_rows[i] = projection.rows_of(sums)
+                generation = raw.get(keys.GENERATION_FIELD.encode())
+                generations[i] = MISSING if not raw else generation
+                if generation:
+                    rows_blob = projection.encode_rows(made_rows[i])
+                    backs.append((hashes[i], generation, rows_blob, projection.encode_sums(sums)))
+            if backs:
+                joined = ",".join(dims)
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for key, generation, rows_blob, sums_blob in backs:
+                        args = [
+                            generation,
+                            joined,
+                            projection.stamp(generation, rows_blob),
+                            projection.stamp(generation, sums_blob),
+                        ]
+                        await self._project_script(keys=[key], args=args, client=pipe)
+                    await pipe.execute()
+
+        entries: list[
+            tuple[tuple[int, projection.Rows | None, projection.FlatSums | None], bytes | None]
+        ] = []
+        for i, (bucket, _, _) in enumerate(plan):
+            blob = blobs[i]
+            if alone[i]:
+                rows = made_rows[i] if blob is None else projection.decode_rows(blob)
+                entries.append(((bucket, rows, None), generations[i]))
+            else:
+                flat = (
+                    projection.flat_sums(made[i]) if blob is None else projection.decode_sums(blob)
+                )
+                entries.append(((bucket, None, flat), generations[i]))
+        return entries
 
     async def minutes(
         self,
