@@ -64,9 +64,12 @@ class SessionEntry:
     last_seen_ms: int = 0
     coverage: Runs = ()
     full: Values = field(init=False, repr=False, compare=False)  # `dims` as a rollup tuple
+    # the concurrency scopes of `dims` (`concurrency_scopes`), built once: used per beacon
+    scopes: list[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.full = full_values(self.dims)
+        self.scopes = concurrency_scopes(self.dims)
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(
@@ -147,7 +150,7 @@ class PartitionAggregate:
                 continue
             self.sessions[session_id] = entry
             self.rollups.add_full(entry.full, entry.totals)
-            self.concurrency.add(concurrency_scopes(entry.dims), entry.coverage)
+            self.concurrency.add(entry.scopes, entry.coverage)
             if entry.state is not None and (due := closes_at_ms(entry.state, self.policy)):
                 self._open[session_id] = due
             self.stream_time_ms = max(self.stream_time_ms, entry.last_seen_ms)
@@ -253,7 +256,7 @@ class PartitionAggregate:
         """Counts the session at the sample instants its beacon at `server_ts` newly covers."""
         entry.coverage, added = cover(entry.coverage, beacon_run(server_ts))
         if added:
-            self.concurrency.add(concurrency_scopes(entry.dims), added)
+            self.concurrency.add(entry.scopes, added)
 
     def _touch(self, session_id: str, entry: SessionEntry) -> None:
         self._touched[session_id] = entry
