@@ -32,10 +32,10 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from aggregator.partition import PartitionAggregate, SessionEntry, view_summary
+from aggregator.redisclient import connect
 from aggregator.settings import AggregatorSettings
 from aggregator.store import ConcurrencyWriter, RollupWriter, TouchedWriter
 from aggregator.watchdog import EXIT_RECOVERY_STALLED, RecoveryWatch
@@ -59,7 +59,7 @@ class Aggregator:
 
     def __init__(self, settings: AggregatorSettings) -> None:
         self.settings = settings
-        self.redis = Redis.from_url(settings.redis_url, socket_timeout=5.0)
+        self.redis = connect(settings.redis_url, socket_timeout=5.0)
         self.rollup_writer = RollupWriter(self.redis)
         self.touched_writer = TouchedWriter(self.redis)
         self.concurrency_writer = ConcurrencyWriter(self.redis, settings.concurrency_retention_s)
