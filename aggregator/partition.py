@@ -176,8 +176,20 @@ class PartitionAggregate:
                 if playing or buffer:
                     hour = event_ms - event_ms % HOUR_MS
                     total = entry.totals.get(hour)
-                    delta = Components(playing_ms=playing, buffer_ms=buffer)
-                    entry.totals[hour] = delta if total is None else total + delta
+                    if total is None:
+                        entry.totals[hour] = Components(playing_ms=playing, buffer_ms=buffer)
+                    else:  # `total + Components(playing_ms=..., buffer_ms=...)`, built once
+                        entry.totals[hour] = Components(
+                            total.views,
+                            total.sessions,
+                            total.playing_ms + playing,
+                            total.buffer_ms + buffer,
+                            total.ttff_sum_ms,
+                            total.ttff_count,
+                            total.error_sessions,
+                            total.exits_before_start,
+                            total.ttff_buckets,
+                        )
                     self.rollups.add_activity(entry.full, hour, playing, buffer)
                 self._open[session_id] = entry.state.last_seen_ms + self.policy.timeout_ms
                 self._cover(entry, server_ts)
