@@ -315,6 +315,7 @@ class TouchedWriter:
         if len(upkept) >= self._CACHE_MAX:
             upkept.clear()
         due = now_ms - NOW_UPKEEP_MS
+        kept: list[str] = []
         async with self._redis.pipeline(transaction=False) as pipe:
             for key, viewer_ids in viewers.items():
                 pipe.pfadd(key, *viewer_ids)
@@ -323,15 +324,16 @@ class TouchedWriter:
             for key, scores in zsets.items():
                 pipe.zadd(key, scores, gt=True)
                 if upkept.get(key, due) <= due:
-                    upkept[key] = now_ms
+                    kept.append(key)
                     pipe.zremrangebyscore(key, "-inf", now_ms - NOW_KEEP_MS)
                     pipe.expire(key, NOW_TTL_S)
             for key, values in index.items():
                 pipe.sadd(key, *values)
                 if upkept.get(key, due) <= due:
-                    upkept[key] = now_ms
+                    kept.append(key)
                     pipe.expire(key, NOW_TTL_S)
             await pipe.execute()
+        upkept.update(dict.fromkeys(kept, now_ms))  # only once Redis has done it
 
 
 class RealtimeReader:
