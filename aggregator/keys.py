@@ -3,7 +3,8 @@
 Rollups. One hash per (grain, bucket, scope, breakdown dimensions):
 
     pp:r:{grain}:{bucket_ms}:{scope}:{dims}
-      grain      hour | day (week, month and year are sums of days when read)
+      grain      hour | day (week, month and year are sums of days when read); minute for
+                 `MINUTE_GROUPS` only (below)
       scope      all | playbackId={id} | creatorId={id} (the id percent-encoded)
       dims       the breakdown dimensions, comma-joined in `BREAKDOWN_DIMENSIONS` order, or `-`
       fields     `{partition}|{json list of the dimension values}` -> json of `Components.to_fields()`
@@ -20,6 +21,13 @@ Redis Cluster. Values carry their TTL (`RETENTION_S`).
 
 `pp:written:{partition}` is the set of rollup keys a partition wrote: a worker that takes the
 partition over rewrites them all in replace mode, so no stale tuple survives a crash.
+
+Minute rows. The same hashes at grain `minute` (`pp:r:minute:{minute_ms}:{scope}:-`), for the
+no-breakdown group of each scope only (`MINUTE_GROUPS`): the live page's quality numbers over
+the last minutes. Kept `PLAYPULSE_MINUTE_RETENTION_S` (default `MINUTE_RETENTION_S`), in Redis
+and in the worker (`aggregator.rollups`, `aggregator.partition`). The minute keys a partition
+wrote are the sorted set `pp:mwritten:{partition}` (scored by minute, trimmed to the retention)
+rather than members of `pp:written:`, which would otherwise gain a key per scope and minute.
 
 Unique viewers. HyperLogLog per (grain, bucket, scope): `pp:u:{grain}:{bucket_ms}:{scope}`.
 
@@ -74,6 +82,11 @@ RETENTION_S: Final[dict[str, int]] = {
     "day": 800 * 86_400,  # two years of day buckets for month and year steps
 }
 
+MINUTE: Final = "minute"
+MINUTE_RETENTION_S: Final = 3_600
+"""Default TTL of the minute rows (and how long sessions keep their per-minute contributions):
+the live page reads the last 6 minutes; an hour leaves room for a longer live view."""
+
 SCOPE_DIMENSIONS: Final = ("playbackId", "creatorId")
 """Filters stored as scopes: a filtered query reads only its own scope's hashes."""
 
@@ -101,6 +114,9 @@ def _groups() -> tuple[Group, ...]:
 
 
 ROLLUP_GROUPS: Final = _groups()
+
+MINUTE_GROUPS: Final = tuple(Group(d, ()) for d in (None, *SCOPE_DIMENSIONS))
+"""The groups stored at minute grain: each scope without a breakdown."""
 
 
 def ordered(dims: tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -289,6 +305,11 @@ ALIVE_KEY: Final = "pp:alive"
 def written_key(partition: int) -> str:
     """The set of rollup keys a partition has written, so a new owner can clear stale fields."""
     return f"pp:written:{partition}"
+
+
+def minute_written_key(partition: int) -> str:
+    """The minute rollup keys a partition has written: a sorted set scored by the minute."""
+    return f"pp:mwritten:{partition}"
 
 
 WRITE_MODE = "w"  # set the given fields, delete the ones given empty

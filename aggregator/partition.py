@@ -5,6 +5,13 @@ module folds envelopes and ticks into them through `aggregator.sessions`, and ke
 state that is cheap to rebuild from the table: the rollups, which sessions are open and when
 they time out, and what changed since the last flush (viewers, concurrent viewers).
 
+Minute rows are kept for `minute_retention_ms` behind the newest beacon (server time) the
+partition folded, `newest_beacon_ms`: the rollups drop older minutes (`minute_horizon_ms`), and
+each session keeps its per-minute contributions only from `minute_retention_ms` behind its own
+last beacon (never later than the partition's horizon), so its entry does not grow with its
+length. Both horizons only depend on the beacons, so a rebuild from the table gives the same
+minute rows from the partition's horizon on.
+
 Every decision depends only on the partition's records: session timeouts are driven by tick
 records carrying the time (`apply_tick`), never by the wall clock, so a replay after a crash
 reaches the same state.
@@ -12,7 +19,7 @@ reaches the same state.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,16 +35,17 @@ from aggregator.concurrency import (
     runs_to_json,
 )
 from aggregator.definitions import BREAKDOWN_DIMENSIONS, DEFAULT_POLICY, SessionPolicy
-from aggregator.metrics import ZERO, Components
-from aggregator.rollups import PartitionRollups, Values, full_values
+from aggregator.metrics import COUNTERS, ZERO, Components
+from aggregator.rollups import PartitionRollups, Scopes, Values, full_values, scopes_of
 from aggregator.sessions import (
+    Contribution,
     SessionState,
     absorb_steady_heartbeat,
     apply_batch,
     close,
     closes_at_ms,
 )
-from aggregator.timebuckets import HOUR_MS
+from aggregator.timebuckets import HOUR_MS, MINUTE_MS
 
 ENTRY_VERSION = 2
 """`SessionEntry.to_bytes` format: 2 packs the remembered ids (`SessionState.to_dict`); 1 (no
@@ -54,6 +62,8 @@ class SessionEntry:
     across its views: the rollups are the sum of these over a partition's sessions.
     `coverage` is the merged set of 5 s sample instants at which the session counted as a
     concurrent viewer (`aggregator.concurrency`): the concurrency counts are the sum of these.
+    `minutes` are its contributions per minute bucket within the minute retention behind its
+    last beacon (`PartitionAggregate`): the minute rows are the sum of these.
     """
 
     partition: int
@@ -63,13 +73,16 @@ class SessionEntry:
     totals: dict[int, Components] = field(default_factory=dict)
     last_seen_ms: int = 0
     coverage: Runs = ()
+    minutes: dict[int, Components] = field(default_factory=dict)
     full: Values = field(init=False, repr=False, compare=False)  # `dims` as a rollup tuple
+    scopes: Scopes = field(init=False, repr=False, compare=False)  # its minute rows' scopes
     # the concurrency scopes of `dims` (`concurrency_scopes`), built once: used per beacon
-    scopes: list[str] = field(init=False, repr=False, compare=False)
+    conc_scopes: list[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.full = full_values(self.dims)
-        self.scopes = concurrency_scopes(self.dims)
+        self.scopes = scopes_of(self.full)
+        self.conc_scopes = concurrency_scopes(self.dims)
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(
@@ -82,6 +95,7 @@ class SessionEntry:
                 "totals": {str(h): c.to_fields() for h, c in self.totals.items()},
                 "seen": self.last_seen_ms,
                 "cov": runs_to_json(self.coverage),
+                "mins": minutes_to_json(self.minutes),
             }
         )
 
@@ -96,7 +110,53 @@ class SessionEntry:
             totals={int(h): Components.from_fields(f) for h, f in doc["totals"].items()},
             last_seen_ms=doc["seen"],
             coverage=runs_from_json(doc.get("cov", ())),
+            minutes=minutes_from_json(doc.get("mins", ())),
         )
+
+
+_COUNTERS = len(COUNTERS)
+
+
+def minutes_to_json(minutes: Mapping[int, Components]) -> list[list[int]]:
+    """Compact rows `[minute index (ms / 60 000), counters in COUNTERS order...]`, trailing zero
+    counters left out unless sketch buckets follow as flat (bucket, count) pairs: a minute of
+    heartbeats is `[29915693, 0, 0, 60000]`."""
+    out = []
+    for minute_ms, c in minutes.items():
+        if not (
+            c.views
+            or c.sessions
+            or c.ttff_sum_ms
+            or c.ttff_count
+            or c.error_sessions
+            or c.exits_before_start
+            or c.ttff_buckets
+        ):  # heartbeats alone, the usual minute
+            if c.buffer_ms:
+                out.append([minute_ms // MINUTE_MS, 0, 0, c.playing_ms, c.buffer_ms])
+            elif c.playing_ms:
+                out.append([minute_ms // MINUTE_MS, 0, 0, c.playing_ms])
+            else:
+                out.append([minute_ms // MINUTE_MS])
+            continue
+        counters = list(c.counter_values())
+        if c.ttff_buckets:
+            out.append([minute_ms // MINUTE_MS, *counters, *(n for p in c.ttff_buckets for n in p)])
+            continue
+        while counters and not counters[-1]:
+            counters.pop()
+        out.append([minute_ms // MINUTE_MS, *counters])
+    return out
+
+
+def minutes_from_json(raw: Iterable[Sequence[int]]) -> dict[int, Components]:
+    out = {}
+    for row in sorted(raw, key=lambda r: r[0]):
+        counters = [*row[1 : 1 + _COUNTERS], *[0] * (_COUNTERS + 1 - len(row))]
+        flat = row[1 + _COUNTERS :]
+        ttff = dict(zip(flat[::2], flat[1::2], strict=True))
+        out[int(row[0]) * MINUTE_MS] = Components.from_parts(counters, ttff)
+    return out
 
 
 def dims_of(envelope: Mapping[str, Any]) -> dict[str, str | None]:
@@ -135,6 +195,8 @@ class PartitionAggregate:
     concurrency: PartitionConcurrency = field(default_factory=PartitionConcurrency)
     offset: int = -1
     stream_time_ms: int = 0
+    minute_retention_ms: int = keys.MINUTE_RETENTION_S * 1000
+    newest_beacon_ms: int = 0  # the newest server time of the envelopes folded (not ticks)
     # Every session of the partition, decoded: the worker folds into these and writes the
     # changed ones to the table once per checkpoint (`take_unsaved`), not once per envelope.
     sessions: dict[str, SessionEntry] = field(default_factory=dict)
@@ -145,12 +207,15 @@ class PartitionAggregate:
 
     def rebuild(self, entries: Iterable[tuple[str, SessionEntry]]) -> None:
         """Derives rollups and open sessions from the table (after a restart or a rebalance)."""
-        for session_id, entry in entries:
-            if entry.partition != self.partition:
-                continue
+        mine = [(sid, entry) for sid, entry in entries if entry.partition == self.partition]
+        for _, entry in mine:
+            self.newest_beacon_ms = max(self.newest_beacon_ms, entry.last_seen_ms)
+        self.prune_minutes()
+        for session_id, entry in mine:
             self.sessions[session_id] = entry
             self.rollups.add_full(entry.full, entry.totals)
-            self.concurrency.add(entry.scopes, entry.coverage)
+            self.rollups.add_minutes(entry.full, entry.minutes)
+            self.concurrency.add(entry.conc_scopes, entry.coverage)
             if entry.state is not None and (due := closes_at_ms(entry.state, self.policy)):
                 self._open[session_id] = due
             self.stream_time_ms = max(self.stream_time_ms, entry.last_seen_ms)
@@ -170,27 +235,25 @@ class PartitionAggregate:
             if steady is not None:  # the common case, folded in place (same result)
                 event_ms, playing, buffer = steady
                 if server_ts > entry.last_seen_ms:
-                    entry.last_seen_ms = server_ts
+                    self._see(entry, server_ts)
                 if server_ts > self.stream_time_ms:
                     self.stream_time_ms = server_ts
+                if server_ts > self.newest_beacon_ms:
+                    self.newest_beacon_ms = server_ts
                 if playing or buffer:
                     hour = event_ms - event_ms % HOUR_MS
                     total = entry.totals.get(hour)
-                    if total is None:
-                        entry.totals[hour] = Components(playing_ms=playing, buffer_ms=buffer)
-                    else:  # `total + Components(playing_ms=..., buffer_ms=...)`, built once
-                        entry.totals[hour] = Components(
-                            total.views,
-                            total.sessions,
-                            total.playing_ms + playing,
-                            total.buffer_ms + buffer,
-                            total.ttff_sum_ms,
-                            total.ttff_count,
-                            total.error_sessions,
-                            total.exits_before_start,
-                            total.ttff_buckets,
-                        )
+                    delta = Components(playing_ms=playing, buffer_ms=buffer)
+                    entry.totals[hour] = delta if total is None else total + delta
                     self.rollups.add_activity(entry.full, hour, playing, buffer)
+                    minute = event_ms - event_ms % MINUTE_MS
+                    total = entry.minutes.get(minute)
+                    if total is not None:  # the minute under way (kept, so not past retention)
+                        # never zero: activity is not negative and is never retracted
+                        entry.minutes[minute] = total + delta
+                        self.rollups.add_minute_activity(entry.scopes, minute, playing, buffer)
+                    elif self._record_minute(entry, minute, delta):
+                        self.rollups.add_minute_activity(entry.scopes, minute, playing, buffer)
                 self._open[session_id] = entry.state.last_seen_ms + self.policy.timeout_ms
                 self._cover(entry, server_ts)
                 self._touch(session_id, entry)
@@ -199,10 +262,12 @@ class PartitionAggregate:
             entry = SessionEntry(self.partition, dims_of(envelope), envelope["viewer_hash"])
         state, contribution = apply_batch(entry.state, server_ts, envelope["events"], self.policy)
         entry.state = state
-        entry.last_seen_ms = max(entry.last_seen_ms, server_ts)
+        if server_ts > entry.last_seen_ms:
+            self._see(entry, server_ts)
         self._cover(entry, server_ts)
         self.stream_time_ms = max(self.stream_time_ms, server_ts)
-        self._record(entry, contribution.by_bucket("hour"))
+        self.newest_beacon_ms = max(self.newest_beacon_ms, server_ts)
+        self._record(entry, contribution)
         if state is not None and (due := closes_at_ms(state, self.policy)) is not None:
             self._open[session_id] = due
         else:
@@ -252,10 +317,20 @@ class PartitionAggregate:
         state, contribution = close(entry.state, now_ms, self.policy)
         entry.state = state
         if contribution is not None:
-            self._record(entry, contribution.by_bucket("hour"))
+            self._record(entry, contribution)
         return entry
 
-    def _record(self, entry: SessionEntry, by_hour: Mapping[int, Components]) -> None:
+    def minute_horizon_ms(self) -> int:
+        """The first minute the partition keeps (`minute_retention_ms` behind its newest beacon)."""
+        at = self.newest_beacon_ms - self.minute_retention_ms
+        return max(0, at - at % MINUTE_MS)
+
+    def prune_minutes(self) -> None:
+        """Drops the minute rows before the horizon from the rollups (each flush)."""
+        self.rollups.prune_minutes(self.minute_horizon_ms())
+
+    def _record(self, entry: SessionEntry, contribution: Contribution) -> None:
+        by_hour = contribution.by_bucket("hour")
         for hour, delta in by_hour.items():
             total = entry.totals.get(hour, ZERO) + delta
             if total.is_zero():
@@ -263,12 +338,63 @@ class PartitionAggregate:
             else:
                 entry.totals[hour] = total
         self.rollups.add_full(entry.full, by_hour)
+        by_minute = {
+            m: d
+            for m, d in contribution.by_bucket("minute").items()
+            if self._record_minute(entry, m, d)
+        }
+        if by_minute:
+            self.rollups.add_minutes(entry.full, by_minute)
+
+    def _session_horizon_ms(self, entry: SessionEntry) -> int:
+        at = entry.last_seen_ms - self.minute_retention_ms
+        return max(0, at - at % MINUTE_MS)
+
+    def _see(self, entry: SessionEntry, server_ts: int) -> None:
+        """Moves the session's last beacon on to `server_ts` (later than it), and forgets its
+        minutes that fall past its retention then."""
+        before = (entry.last_seen_ms - self.minute_retention_ms) // MINUTE_MS
+        entry.last_seen_ms = server_ts
+        if (server_ts - self.minute_retention_ms) // MINUTE_MS != before:
+            self._trim_minutes(entry)
+
+    def _trim_minutes(self, entry: SessionEntry) -> None:
+        """Forgets the session's minutes past its retention (they are in time order)."""
+        horizon, minutes = self._session_horizon_ms(entry), entry.minutes
+        while minutes:
+            oldest = next(iter(minutes))
+            if oldest >= horizon:
+                return
+            del minutes[oldest]
+
+    def _record_minute(self, entry: SessionEntry, minute_ms: int, delta: Components) -> bool:
+        """Adds a delta to the session's minute `minute_ms`, unless that is older than the
+        retention behind the session's last beacon: then False (it is past the partition's
+        horizon too). Keeps the minutes in time order."""
+        if minute_ms < self._session_horizon_ms(entry):
+            return False
+        minutes = entry.minutes
+        total = minutes.get(minute_ms)
+        if total is None:
+            in_order = not minutes or minute_ms > next(reversed(minutes))
+            minutes[minute_ms] = delta
+            if not in_order:
+                ordered = sorted(minutes.items())
+                minutes.clear()
+                minutes.update(ordered)
+            return True
+        total = total + delta
+        if total.is_zero():
+            del minutes[minute_ms]
+        else:
+            minutes[minute_ms] = total
+        return True
 
     def _cover(self, entry: SessionEntry, server_ts: int) -> None:
         """Counts the session at the sample instants its beacon at `server_ts` newly covers."""
         entry.coverage, added = cover(entry.coverage, beacon_run(server_ts))
         if added:
-            self.concurrency.add(entry.scopes, added)
+            self.concurrency.add(entry.conc_scopes, added)
 
     def _touch(self, session_id: str, entry: SessionEntry) -> None:
         self._touched[session_id] = entry

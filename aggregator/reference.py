@@ -75,6 +75,7 @@ _MS = timedelta(milliseconds=1)
 
 
 HOUR_MS = 3_600_000
+MINUTE_MS = 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +328,7 @@ def expected(
     to_ms: int | None = None,
     dims_of: DimsOf | None = None,
     viewer_of: ViewerOf | None = None,
+    grain: Literal["hour", "minute"] = "hour",
 ) -> list[dict[str, Any]]:
     """Livepeer `viewership-metric` rows per (bucket, breakdown values), sorted by both.
 
@@ -334,11 +336,13 @@ def expected(
     playing or buffer time falls in it. `from_ms`/`to_ms` select the data, not the buckets,
     like Livepeer's `timestamp_trunc` over events in [from, to): a session's facts count when
     its anchor is in the range, a heartbeat's time when its event time is, both with the range
-    widened to whole hours (from floored, to ceiled), the finest grain the product stores. A
+    widened to whole `grain` buckets (from floored, to ceiled): hours, the finest grain the
+    queries read, or minutes, the grain of the live page's window (which has no breakdown). A
     row's `timestamp` is its step's start, which may lie before `from`.
     """
-    lo = None if from_ms is None else from_ms - from_ms % HOUR_MS
-    hi = None if to_ms is None else -(-to_ms // HOUR_MS) * HOUR_MS
+    width = HOUR_MS if grain == "hour" else MINUTE_MS
+    lo = None if from_ms is None else from_ms - from_ms % width
+    hi = None if to_ms is None else -(-to_ms // width) * width
 
     def inside(ts_ms: int) -> bool:
         return (lo is None or ts_ms >= lo) and (hi is None or ts_ms < hi)
@@ -447,7 +451,7 @@ def concurrent_series(
         after = bisect.bisect_right(times, t)  # times[after - 1] is the latest s <= t
         return after > 0 and times[after - 1] > t - CONCURRENCY_WINDOW_MS
 
-    length_ms = 60_000 if step == "minute" else HOUR_MS
+    length_ms = MINUTE_MS if step == "minute" else HOUR_MS
     rows = []
     start = bucket_start_ms(from_ms, step)
     while start < to_ms:

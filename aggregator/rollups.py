@@ -11,20 +11,31 @@ flush), so it works on mutable accumulators (`_Acc`) rather than immutable `Comp
 remembers each (dimension tuple, hour)'s list of target accumulators: a fold is then a few
 integer additions per target. `Components` appear only at the edges (`add`, `take_dirty`,
 `rows`).
+
+Minute rows (`keys.MINUTE_GROUPS`: each scope without a breakdown) take the sessions' per-minute
+deltas (`add_minutes`, `add_minute_activity`) and fan out to at most 3 rows. They are kept from
+`minute_horizon_ms` on (`prune_minutes`): older rows are dropped and deltas before it ignored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from aggregator.keys import FULL, GRAINS, ROLLUP_GROUPS, Group
+from aggregator.keys import FULL, GRAINS, MINUTE, MINUTE_GROUPS, ROLLUP_GROUPS, Group
 from aggregator.metrics import COUNTERS, Components
-from aggregator.timebuckets import floor
+from aggregator.timebuckets import MINUTE_MS, floor
 
 Values = tuple[str | None, ...]
 
 _N = len(COUNTERS)
+_SCOPE_INDEXES = tuple(
+    (g.scope_dim, None if g.scope_dim is None else FULL.index(g.scope_dim)) for g in MINUTE_GROUPS
+)
+assert [d for d, _ in _SCOPE_INDEXES] == [None, "playbackId", "creatorId"]  # `scopes_of`
+_PLAYBACK, _CREATOR = FULL.index("playbackId"), FULL.index("creatorId")
+Scopes = tuple[str | None, ...]  # a full tuple's values of the scope dimensions, in group order
 _TARGET_CACHE_MAX = 50_000  # (tuple, hour) fan-out plans kept; cleared when full
 
 
@@ -85,6 +96,11 @@ def full_values(dims: Mapping[str, str | None]) -> Values:
     return tuple(dims.get(d) for d in FULL)
 
 
+def scopes_of(full: Values) -> Scopes:
+    """The values of a full tuple that select its minute rows' scopes (`MINUTE_GROUPS`)."""
+    return (None, full[_PLAYBACK], full[_CREATOR])
+
+
 def _projector(group: Group) -> Callable[[Values], Values]:
     """Picks a group's dimension values out of a full tuple."""
     positions = [FULL.index(d) for d in group.dims]
@@ -108,6 +124,10 @@ class PartitionRollups:
     _dirty: list[_Acc] = field(default_factory=list)
     _targets: dict[tuple[Values, int], list[_Acc]] = field(default_factory=dict)
     _plan: list[tuple[Group, int | None, Callable[[Values], Values]]] = field(init=False)
+    minute_horizon_ms: int = 0  # minute rows before this are dropped, deltas to them ignored
+    _minute_pending: dict[tuple[Scopes, int], Components] = field(default_factory=dict)
+    _minute_activity: dict[tuple[Scopes, int], list[int]] = field(default_factory=dict)
+    _minute_targets: dict[tuple[Scopes, int], list[_Acc]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._plan = [
@@ -147,6 +167,68 @@ class PartitionRollups:
             queued[0] += playing_ms
             queued[1] += buffer_ms
 
+    def add_minutes(self, full: Values, by_minute: Mapping[int, Components]) -> None:
+        """Queue a session's deltas keyed by minute start (those before the horizon are
+        ignored) for its minute rows."""
+        scopes = scopes_of(full)
+        pending = self._minute_pending
+        for minute_ms, delta in by_minute.items():
+            if minute_ms < self.minute_horizon_ms:
+                continue
+            key = (scopes, minute_ms)
+            queued = pending.get(key)
+            pending[key] = delta if queued is None else queued + delta
+
+    def add_minute_activity(
+        self, scopes: Scopes, minute_ms: int, playing_ms: int, buffer_ms: int
+    ) -> None:
+        """`add_minutes` of a heartbeat's activity, summed in place (`add_activity`), with the
+        session's `scopes_of` its full tuple."""
+        if minute_ms < self.minute_horizon_ms:
+            return
+        key = (scopes, minute_ms)
+        queued = self._minute_activity.get(key)
+        if queued is None:
+            self._minute_activity[key] = [playing_ms, buffer_ms]
+        else:
+            queued[0] += playing_ms
+            queued[1] += buffer_ms
+
+    def prune_minutes(self, horizon_ms: int) -> None:
+        """Forget minute rows (and queued deltas) before `horizon_ms` (floored to the minute),
+        for good: later deltas to them are ignored. The horizon never moves back."""
+        horizon_ms -= horizon_ms % MINUTE_MS
+        if horizon_ms <= self.minute_horizon_ms:
+            return
+        self.minute_horizon_ms = horizon_ms
+        for queue in (self._minute_pending, self._minute_activity):
+            for key in [k for k in queue if k[1] < horizon_ms]:
+                del queue[key]
+        old = [r for r in self._rows if r.grain == MINUTE and r.bucket_ms < horizon_ms]
+        if not old:
+            return
+        for row_id in old:
+            del self._rows[row_id]
+        self._dirty = [
+            a for a in self._dirty if a.row.grain != MINUTE or a.row.bucket_ms >= horizon_ms
+        ]
+        self._minute_targets.clear()
+
+    def _minute_fan_out(self, scopes: Scopes, minute_ms: int) -> list[_Acc]:
+        targets = []
+        for (scope_dim, index), scope_value in zip(_SCOPE_INDEXES, scopes, strict=True):
+            if index is not None and scope_value is None:
+                continue
+            row_id = RowId(MINUTE, minute_ms, scope_dim, scope_value, ())
+            row = self._rows.get(row_id)
+            if row is None:
+                row = self._rows[row_id] = {}
+            acc = row.get(())
+            if acc is None:
+                acc = row[()] = _Acc(row_id, ())
+            targets.append(acc)
+        return targets
+
     def _fan_out(self, full: Values, hour_ms: int) -> list[_Acc]:
         """The accumulators a delta at (full, hour) lands in, created where missing."""
         targets = []
@@ -174,7 +256,22 @@ class PartitionRollups:
         for key, (playing_ms, buffer_ms) in activity.items():
             self.add_full(key[0], {key[1]: Components(playing_ms=playing_ms, buffer_ms=buffer_ms)})
         pending, self._pending = self._pending, {}
-        cache, dirty = self._targets, self._dirty
+        self._fold(pending, self._targets, self._fan_out)
+        minute_activity, self._minute_activity = self._minute_activity, {}
+        minute_pending, self._minute_pending = self._minute_pending, {}
+        for key, (playing_ms, buffer_ms) in minute_activity.items():
+            delta = Components(playing_ms=playing_ms, buffer_ms=buffer_ms)
+            queued = minute_pending.get(key)
+            minute_pending[key] = delta if queued is None else queued + delta
+        self._fold(minute_pending, self._minute_targets, self._minute_fan_out)
+
+    def _fold(
+        self,
+        pending: Mapping[tuple[Any, int], Components],
+        cache: dict[tuple[Any, int], list[_Acc]],
+        fan_out: Callable[[Any, int], list[_Acc]],
+    ) -> None:
+        dirty = self._dirty
         for key, components in pending.items():
             if components.is_zero():
                 continue
@@ -182,7 +279,7 @@ class PartitionRollups:
             if targets is None:
                 if len(cache) >= _TARGET_CACHE_MAX:
                     cache.clear()
-                targets = cache[key] = self._fan_out(*key)
+                targets = cache[key] = fan_out(*key)
             delta = _Delta.of(components)
             counters, ttff = delta.counters, delta.ttff
             for acc in targets:
@@ -235,17 +332,21 @@ class PartitionRollups:
         self._dirty = []
         if emptied:  # the fan-out plans may hold removed accumulators
             self._targets.clear()
+            self._minute_targets.clear()
         return [RowWrite(row, values, tuple(deleted)) for row, (values, deleted) in by_row.items()]
 
     def restore_unwritten(self, writes: Iterable[RowWrite]) -> None:
         """Marks the tuples of failed writes dirty again, so the next flush retries them."""
         for write in writes:
+            if write.row.grain == MINUTE and write.row.bucket_ms < self.minute_horizon_ms:
+                continue  # pruned since: past retention
             row = self._rows.setdefault(write.row, {})
             for values in (*write.values, *write.deleted):
                 acc = row.get(values)
                 if acc is None:  # deleted: keep a zero sum around to delete it again
                     acc = row[values] = _Acc(write.row, values)
                     self._targets.clear()
+                    self._minute_targets.clear()
                 # Redis may hold any of these tuples: delete whichever is not current next time.
                 acc.written = True
                 if not acc.dirty:

@@ -7,6 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aggregator.definitions import SessionPolicy
+from aggregator.keys import MINUTE_RETENTION_S
+
+MINUTE_RETENTION_MIN_S = 600
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,9 @@ class AggregatorSettings:
     group_session_timeout_s: float = 60.0
     # How long the concurrent-viewers series is kept in Redis (and in the worker's memory).
     concurrency_retention_s: int = 40 * 86_400
+    # How long the minute rows (the live page's quality window) are kept in Redis, and the
+    # per-minute contributions in each session, behind its newest beacon.
+    minute_retention_s: int = MINUTE_RETENTION_S
     # A table recovery that reads nothing for this long is given up: the worker exits for its
     # supervisor to restart it (`aggregator.watchdog`).
     recovery_stall_s: float = 60.0
@@ -65,6 +71,7 @@ class AggregatorSettings:
             concurrency_retention_s=int(
                 env.get("PLAYPULSE_CONCURRENCY_RETENTION_S", d.concurrency_retention_s)
             ),
+            minute_retention_s=int(env.get("PLAYPULSE_MINUTE_RETENTION_S", d.minute_retention_s)),
             recovery_stall_s=float(env.get("PLAYPULSE_RECOVERY_STALL_S", d.recovery_stall_s)),
             data_dir=env.get("PLAYPULSE_AGGREGATOR_DATA_DIR", f"{state}/aggregator"),
         )
@@ -72,6 +79,11 @@ class AggregatorSettings:
     def __post_init__(self) -> None:
         if not 0 < self.flush_max_share <= 1:
             raise ValueError("flush_max_share must be in (0, 1]")
+        if self.minute_retention_s < MINUTE_RETENTION_MIN_S:
+            raise ValueError(
+                f"minute_retention_s must be at least {MINUTE_RETENTION_MIN_S} "
+                "(the live page reads the last 6 minutes)"
+            )
 
     @property
     def policy(self) -> SessionPolicy:

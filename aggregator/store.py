@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from redis.asyncio import Redis
@@ -19,6 +19,7 @@ from aggregator.rollups import RowId, RowWrite
 from aggregator.timebuckets import HOUR_MS, MINUTE_MS, Step, cover, floor, steps
 
 ALL_FIELDS = OPTIONAL_FIELDS  # every optional viewership field (viewCount, playtimeMins always)
+MAX_MINUTES = 1_440  # the most minute rows one `RollupReader.minutes` call reads
 
 
 class RollupWriter:
@@ -26,8 +27,9 @@ class RollupWriter:
 
     _CACHE_MAX = 200_000
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, minute_retention_s: int = keys.MINUTE_RETENTION_S) -> None:
         self._redis = redis
+        self._minute_retention_s = minute_retention_s
         self._script = redis.register_script(keys.WRITE_SCRIPT)
         # The same rows and tuples are written flush after flush: build their names once.
         self._keys: dict[RowId, str] = {}
@@ -58,33 +60,55 @@ class RollupWriter:
 
         With `replace`, every key the partition ever wrote is rewritten from `writes` alone:
         its fields there are deleted first, and keys missing from `writes` are cleared. A
-        worker does this once after rebuilding a partition's state.
+        worker does this once after rebuilding a partition's state. Minute keys are listed in
+        their own sorted set (`keys.minute_written_key`), trimmed to the minute retention.
         """
         vfield = keys.version_field(partition)
         mode = keys.REPLACE_MODE if replace else keys.WRITE_MODE
+        minute_ttl = self._minute_retention_s
         targets: dict[str, list[Any]] = {}
+        minutes: dict[str, int] = {}  # minute keys written -> their minute
+        minutes_cleared: set[str] = set()
         for write in writes:
             if not replace and not write.values and not write.deleted:
                 continue  # created and emptied between two flushes: nothing to say
             row = write.row
             key = self._key(row)
-            args: list[Any] = [vfield, version, keys.RETENTION_S[row.grain], mode]
+            is_minute = row.grain == keys.MINUTE
+            ttl = minute_ttl if is_minute else keys.RETENTION_S[row.grain]
+            args: list[Any] = [vfield, version, ttl, mode]
             for values, components in write.values.items():
                 args += [self._field(partition, values), orjson.dumps(components.to_fields())]
             for values in write.deleted:
                 args += [self._field(partition, values), ""]
             targets[key] = args
+            if is_minute:
+                minutes[key] = row.bucket_ms
+        written, minutes_written = keys.written_key(partition), keys.minute_written_key(partition)
         if replace:
-            for member in await self._redis.smembers(keys.written_key(partition)):
+            for member in await self._redis.smembers(written):
                 key = member.decode() if isinstance(member, bytes) else member
                 targets.setdefault(key, [vfield, version, keys.RETENTION_S["day"], mode])
+            for listed in await self._redis.zrange(minutes_written, 0, -1):
+                # cleared, so not listed again unless written
+                key = listed.decode() if isinstance(listed, bytes) else str(listed)
+                if key not in targets:
+                    targets[key] = [vfield, version, minute_ttl, mode]
+                    minutes_cleared.add(key)
         if not targets:
             return 0
+        coarse = [k for k in targets if k not in minutes and k not in minutes_cleared]
         async with self._redis.pipeline(transaction=False) as pipe:
             for key, args in targets.items():
                 await self._script(keys=[key], args=args, client=pipe)
-            pipe.sadd(keys.written_key(partition), *targets)
-            pipe.expire(keys.written_key(partition), max(keys.RETENTION_S.values()))
+            if coarse:
+                pipe.sadd(written, *coarse)
+                pipe.expire(written, max(keys.RETENTION_S.values()))
+            if minutes:
+                pipe.zadd(minutes_written, minutes)
+                oldest = max(minutes.values()) - minute_ttl * 1000
+                pipe.zremrangebyscore(minutes_written, "-inf", f"({oldest}")
+                pipe.expire(minutes_written, minute_ttl)
             results = await pipe.execute()
         return sum(int(r) for r in results[: len(targets)])
 
@@ -191,6 +215,48 @@ class RollupReader:
             row.update(to_viewership(components, fields))
             if not breakdown and not filters:
                 row["uniqueViewers"] = unique.get(bucket, 0)
+            rows.append(row)
+        return rows
+
+    async def minutes(
+        self,
+        *,
+        from_ms: int,
+        to_ms: int,
+        step: Literal["minute"] | None = None,
+        playback_id: str | None = None,
+        creator_id: str | None = None,
+        fields: Sequence[str] = ALL_FIELDS,
+    ) -> list[dict[str, Any]]:
+        """Like `viewership` without a breakdown, from the minute rows: the data in
+        [from_ms, to_ms) at minute granularity (from floored, to ceiled to the minute), a row
+        per minute with data (`step="minute"`) or one row for the range (None; no row when
+        there is no data). Minute rows are kept for the minute retention only (the caller's
+        range should lie within it) and have no unique viewers. One scope: a playbackId or a
+        creatorId, not both (ValueError)."""
+        if playback_id is not None and creator_id is not None:
+            raise ValueError("minute rows are per playback or per creator, not both")
+        starts = list(steps(from_ms, to_ms, "minute"))
+        if len(starts) > MAX_MINUTES:
+            raise ValueError(f"at most {MAX_MINUTES} minutes, asked for {len(starts)}")
+        scope_dim, scope_value = _scope(playback_id, creator_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for start in starts:
+                pipe.hgetall(keys.rollup_key(keys.MINUTE, start, scope_dim, scope_value, ()))
+            hashes = await pipe.execute()
+        sums: dict[int, dict[str, int]] = {}
+        for start, raw in zip(starts, hashes, strict=True):
+            acc = sums.setdefault(0 if step is None else start, {})
+            for field, value in raw.items():
+                if keys.parse_row_field(field) is not None:
+                    for name, number in orjson.loads(value).items():
+                        acc[name] = acc.get(name, 0) + number
+        rows = []
+        for bucket, acc in sums.items():
+            if not acc:
+                continue
+            row: dict[str, Any] = {} if step is None else {"timestamp": bucket}
+            row.update(to_viewership(Components.from_fields(acc), fields))
             rows.append(row)
         return rows
 

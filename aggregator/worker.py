@@ -60,7 +60,7 @@ class Aggregator:
     def __init__(self, settings: AggregatorSettings) -> None:
         self.settings = settings
         self.redis = connect(settings.redis_url, socket_timeout=5.0)
-        self.rollup_writer = RollupWriter(self.redis)
+        self.rollup_writer = RollupWriter(self.redis, settings.minute_retention_s)
         self.touched_writer = TouchedWriter(self.redis)
         self.concurrency_writer = ConcurrencyWriter(self.redis, settings.concurrency_retention_s)
         self.parts: dict[int, PartitionAggregate] = {}
@@ -106,7 +106,11 @@ class Aggregator:
     async def partition(self, partition: int, table: Any) -> PartitionAggregate:
         part = self.parts.get(partition)
         if part is None:
-            part = PartitionAggregate(partition, self.settings.policy)
+            part = PartitionAggregate(
+                partition,
+                self.settings.policy,
+                minute_retention_ms=self.settings.minute_retention_s * 1000,
+            )
             # The memory store holds every partition this worker has: it is decoded once and
             # split by partition for the rebuilds that follow a `forget`.
             if self.table_by_partition is None:
@@ -200,6 +204,7 @@ class Aggregator:
             return
         now_ms = time.time_ns() // 1_000_000
         for partition, part in list(self.parts.items()):
+            part.prune_minutes()
             part.rollups.fold()
             writes = part.rollups.take_dirty()
             touched = part.take_touched()

@@ -38,10 +38,10 @@ from api import live, openapi, params, playbacks
 from api.auth import (
     ApiKey,
     AuthError,
+    KnownKeys,
     bearer_secret,
     issue_live_token,
     key_by_id,
-    lookup_key,
     normalize_origin,
     redeem_live_token,
 )
@@ -171,6 +171,7 @@ class Api:
         self.realtime = RealtimeReader(redis, CONCURRENCY_WINDOW_MS)
         self.concurrency = ConcurrencyReader(redis)
         self.registry = PlaybackRegistry(redis, cache_s=settings.registry_cache_s)
+        self.keys = KnownKeys(redis, settings.key_cache_s)
         self.limiter = RateLimiter(
             redis, per_key=settings.rate_limit_key, per_ip=settings.rate_limit_ip
         )
@@ -208,7 +209,7 @@ class Api:
                 await self._count(request, None)
                 return None
             raise AuthError(401, "authorization: an API key is required (Bearer <key>)")
-        key = await self._redis("auth", lookup_key(self.app[REDIS], secret))
+        key = await self._redis("auth", self.keys.lookup(secret))
         await self._count(request, key)  # an unknown key counts against its IP: no guessing
         if key is None:
             raise AuthError(401, "authorization: unknown or revoked API key")
@@ -461,9 +462,8 @@ class Api:
             "live",
             asyncio.gather(
                 asyncio.gather(*reads),
-                self.rollups.viewership(
-                    step=None,
-                    from_ms=now_ms - live.QOE_RANGE_MS,
+                self.rollups.minutes(
+                    from_ms=live.qoe_window(now_ms)[0],
                     to_ms=now_ms,
                     fields=live.QOE_FIELDS,
                     playback_id=playback_id,

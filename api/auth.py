@@ -12,7 +12,10 @@ creator scope.
 The secret is shown once, by `create_key`; Redis keeps only its SHA-256, so a leaked database
 does not leak usable keys. A request's bearer secret is hashed and looked up by that hash (the
 lookup learns nothing about the secret itself), and the stored hash is compared again with
-`hmac.compare_digest`.
+`hmac.compare_digest`. An API process remembers a key it found for `PLAYPULSE_API_KEY_CACHE_S`
+(1 s; `KnownKeys`), so a busy client's requests do not each pay a Redis round trip for it: a
+revoked key stops working within that time, and a secret that found no key is looked up again
+every time (a new key works at once).
 
 Redis layout (keys never expire: a key lives until it is revoked):
 
@@ -41,6 +44,7 @@ from dataclasses import dataclass
 from typing import Final, Literal, get_args
 
 import orjson
+from cachetools import TTLCache
 from redis.asyncio import Redis
 
 KeyKind = Literal["private", "cors", "admin"]
@@ -200,12 +204,36 @@ def bearer_secret(authorization: str | None) -> str | None:
 
 async def lookup_key(redis: Redis, secret: str) -> ApiKey | None:
     """The key whose secret this is, or None."""
-    digest = hash_secret(secret)
+    return await _key_by_digest(redis, hash_secret(secret))
+
+
+async def _key_by_digest(redis: Redis, digest: str) -> ApiKey | None:
     raw = await redis.hgetall(KEY_BY_HASH.format(digest))
     stored = raw.get(b"sha256", raw.get("sha256"))
     if stored is None or not hmac.compare_digest(_text(stored), digest):
         return None
     return _key(raw)
+
+
+class KnownKeys:
+    """`lookup_key` with the keys found remembered for `ttl_s` seconds (0: not remembered)."""
+
+    def __init__(self, redis: Redis, ttl_s: float) -> None:
+        self._redis = redis
+        self._found: TTLCache[str, ApiKey] | None = (
+            TTLCache(10_000, ttl_s, timer=time.monotonic) if ttl_s > 0 else None
+        )
+
+    async def lookup(self, secret: str) -> ApiKey | None:
+        digest = hash_secret(secret)
+        if self._found is None:
+            return await _key_by_digest(self._redis, digest)
+        key = self._found.get(digest)
+        if key is None:
+            key = await _key_by_digest(self._redis, digest)
+            if key is not None:
+                self._found[digest] = key
+        return key
 
 
 async def key_by_id(redis: Redis, key_id: str) -> ApiKey | None:

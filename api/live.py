@@ -5,10 +5,10 @@ No I/O here: `api.app` reads Redis (through `aggregator.store`) and hands the ro
 so a client that reconnects needs nothing replayed (no `Last-Event-ID`).
 
 The quality numbers (TTFF, rebuffer ratio, error rate, exits before start) come from the
-rollups, whose finest grain is the hour: "the last 5 minutes" is read as the range
-[now - 5 min, now), which the rollup reader widens to whole hours, so the window actually
-summed is [start of the hour holding now - 5 min, now) - between 5 and 65 minutes.
-`qoe_window` computes it and the snapshot names it, so the page can say what it shows.
+minute rollups (each scope without a breakdown): "the last 5 minutes" is
+[start of the minute holding now - 5 min, now), the last 5 whole minutes and the one under way,
+between 5 and 6 minutes of data. `qoe_window` computes it and the snapshot names it, so the
+page can say what it shows.
 
 The chart is the last hour's peak concurrent viewers per minute (the concurrency reader's
 series for [now - 1 h, now), as `GET /data/views/concurrent` answers it by default), carried in
@@ -88,9 +88,10 @@ class Thresholds:
 
 
 def qoe_window(now_ms: int) -> tuple[int, int]:
-    """(from, to) of the data the quality numbers cover: the rollups are hourly, so
-    [now - 5 min, now) is read as from the start of that hour."""
-    return floor(now_ms - QOE_RANGE_MS, "hour"), now_ms
+    """(from, to) of the data the quality numbers cover: [now - 5 min, now) widened to the
+    minute rollups, i.e. from the start of the minute holding now - 5 min (up to now, which
+    the open minute's row holds)."""
+    return floor(now_ms - QOE_RANGE_MS, "minute"), now_ms
 
 
 def top(rows: Sequence[Mapping[str, Any]], dim: str, n: int = TOP_N) -> list[dict[str, Any]]:
@@ -136,8 +137,8 @@ def snapshot(
     interval_ms: int,
 ) -> dict[str, Any]:
     """One live event. `total` is the realtime reader's one row (or none), `breakdowns` its rows
-    per dimension of `BREAKDOWNS`, `qoe_rows` the rollup reader's row for `qoe_window(now_ms)`
-    (one row without step, or none when there was no view), `minute_peaks` the concurrency
+    per dimension of `BREAKDOWNS`, `qoe_rows` the minute rows' reader's row for
+    `qoe_window(now_ms)` (one row without step, or none when there was no data), `minute_peaks` the concurrency
     reader's minute rows for [now_ms - CHART_RANGE_MS, now_ms)."""
     now = total[0] if total else {"viewCount": 0, "errorRate": 0.0}
     row = qoe_rows[0] if qoe_rows else {}

@@ -174,8 +174,8 @@ def _live_snapshot() -> Schema:
             },
             **tops,
             "qoe": _closed(
-                "Quality over [from, to): the rollups are hourly, so the last 5 minutes are read "
-                "from the start of their hour (5 to 65 minutes of data).",
+                "Quality over [from, to): from the start of the minute holding `to` - 5 min, "
+                "the last 5 whole minutes and the one under way (5 to 6 minutes of data).",
                 {"from": ms, "to": ms, "viewCount": count, **by_qoe},
             ),
             "lastHour": _closed(

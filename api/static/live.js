@@ -38,6 +38,7 @@
     pct: (v) => (v == null ? "–" : `${(v * 100).toFixed(v < 0.1 ? 2 : 1)} %`),
     time: (ms) => new Date(ms).toISOString().slice(11, 19) + " UTC",
     hm: (ms) => new Date(ms).toISOString().slice(11, 16),
+    hms: (ms) => new Date(ms).toISOString().slice(11, 19),
   };
   const QOE_FORMAT = {
     ttffMs: fmt.ms, ttffP95Ms: fmt.ms, rebufferRatio: fmt.pct, errorRate: fmt.pct,
@@ -207,12 +208,12 @@
     fillTable("devices", "device", s.devices);
     fillTable("browsers", "browser", s.browsers);
     const q = s.qoe;
-    // Not "the last 5 minutes": the rollups are hourly, so the server reads from the start of
-    // the hour holding now - 5 min (5 to 65 minutes); say which stretch it is.
-    const minutes = Math.max(0, Math.floor((q.to - q.from) / 60000));
+    // The minute rollups from the start of the minute 5 minutes ago up to now: the last 5
+    // whole minutes and the one under way (5 to 6 minutes); say which stretch it is.
+    const seconds = Math.max(0, Math.floor((q.to - q.from) / 1000));
     $("#qoe-window").textContent =
-      `${fmt.hm(q.from)}–${fmt.hm(q.to)} UTC, the last ${minutes} min, ${fmt.int(q.viewCount)} views ` +
-      "(rollups are hourly: the last 5 minutes are read from the start of their hour)";
+      `${fmt.hm(q.from)}–${fmt.hms(q.to)} UTC, the last ${Math.floor(seconds / 60)} min ` +
+      `${seconds % 60} s, ${fmt.int(q.viewCount)} views`;
     for (const tile of document.querySelectorAll(".tile")) {
       const name = tile.dataset.metric;
       const value = q[name];

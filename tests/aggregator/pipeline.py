@@ -23,6 +23,7 @@ from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 
 from aggregator import reference
+from aggregator.definitions import CLOCK_SKEW_PAST_MS
 from aggregator.store import ConcurrencyReader, RollupReader
 from aggregator.timebuckets import HOUR_MS, Step, ceil, floor
 from aggregator.watchdog import EXIT_RECOVERY_STALLED
@@ -250,6 +251,38 @@ class Pipeline:
                 await asyncio.sleep(0.5)
                 got = await self.read_concurrency(step, **filters)  # type: ignore[arg-type]
             assert got == want, f"concurrency {step} {filters}\n{self.worker_logs()}"
+
+    def minute_window(self) -> tuple[int, int]:
+        """Whole hours around every event time the run can have (its served range, from 5 min
+        earlier: event times are clamped to at most that behind their server time)."""
+        lo, hi = self.served_window()
+        return floor(lo - CLOCK_SKEW_PAST_MS, "hour"), hi
+
+    def expected_minutes(self, step: Step, **filters: Any) -> Rows:
+        lo, hi = self.minute_window()
+        return reference.expected(
+            self.log, step=step, from_ms=lo, to_ms=hi, grain="minute", **filters
+        )
+
+    async def read_minutes(self, step: Literal["minute"] | None, **filters: Any) -> Rows:
+        lo, hi = self.minute_window()
+        redis = Redis.from_url(self.settings.redis_url)
+        try:
+            return await RollupReader(redis).minutes(from_ms=lo, to_ms=hi, step=step, **filters)
+        finally:
+            await redis.aclose()
+
+    async def assert_minutes_exact(self) -> None:
+        """The minute rows equal the reference's minute buckets for each scope, minute by
+        minute and summed over the run, and are not vacuous."""
+        for filters in ({}, {"playback_id": "pb-live-001"}, {"creator_id": "creator-a"}):
+            want = self.expected_minutes("minute", **filters)
+            assert want and (filters or len(want) > 1), f"{len(want)} minutes {filters}"
+            got = await self.read_minutes("minute", **filters)
+            assert_rows_equal(got, want, f"minutes {filters}")
+            [total] = self.expected_minutes("year", **filters)
+            del total["timestamp"]
+            assert_rows_equal(await self.read_minutes(None, **filters), [total], f"{filters}")
 
     async def settle(self, timeout_s: float = 120) -> None:
         """Waits until the workers closed every session and Redis shows the reference's totals."""

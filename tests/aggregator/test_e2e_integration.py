@@ -69,6 +69,11 @@ async def test_reader_equals_reference(
     assert_rows_equal(got, want, f"{step} {breakdown} {filters}")
 
 
+async def test_minute_rows_equal_reference(pipeline: Pipeline) -> None:
+    """The live page's grain: per minute and over the run, for all, a playback and a creator."""
+    await pipeline.assert_minutes_exact()
+
+
 async def test_unaligned_range_selects_whole_hours(pipeline: Pipeline) -> None:
     sent = sorted(orjson.loads(line)["sent_at_ms"] for line in pipeline.log)
     lo, hi = sent[len(sent) // 3] + 123, sent[2 * len(sent) // 3] + 456

@@ -36,6 +36,7 @@ async def assert_exact(p: Pipeline) -> None:
         want = p.expected(step, breakdown)  # type: ignore[arg-type]
         assert want
         assert_rows_equal(await p.read(step, breakdown), want, f"{step} {breakdown}")  # type: ignore[arg-type]
+    await p.assert_minutes_exact()
     await p.assert_concurrency_exact()
 
 

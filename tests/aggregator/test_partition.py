@@ -13,10 +13,18 @@ from hypothesis import strategies as st
 from aggregator import sketch
 from aggregator.definitions import BREAKDOWN_DIMENSIONS, REOPEN_WINDOW_MS, SESSION_TIMEOUT_MS
 from aggregator.metrics import ZERO, Components
-from aggregator.partition import PartitionAggregate, SessionEntry, Touched, dims_of
+from aggregator.partition import (
+    PartitionAggregate,
+    SessionEntry,
+    Touched,
+    dims_of,
+    minutes_from_json,
+    minutes_to_json,
+)
 from aggregator.rollups import RowId, RowWrite, Values
 from aggregator.sessions import SessionState, apply_batch, close, closes_at_ms
 from aggregator.timebuckets import HOUR_MS, floor
+from aggregator.timebuckets import Step as TimeStep
 from ingest.beacon import validate_envelope
 from ingest.enrich import Geo, dimensions, parse_user_agent
 from ingest.record import envelope_item
@@ -99,6 +107,11 @@ def hour_totals(part: PartitionAggregate) -> dict[int, Components]:
     }
 
 
+def minute_totals(part: PartitionAggregate) -> dict[int, Components]:
+    rows = live_rows(part).items()
+    return {r.bucket_ms: row[()] for r, row in rows if r.grain == "minute" and r.scope_dim is None}
+
+
 def summed(entries: Iterable[SessionEntry]) -> dict[int, Components]:
     out: dict[int, Components] = {}
     for entry in entries:
@@ -164,11 +177,58 @@ def test_a_full_entry_round_trips() -> None:
     )
     part.apply_close("s1", entry, H0 + 5_000 + SESSION_TIMEOUT_MS)
     entry.totals[H0 - HOUR_MS] = -Components(views=1, ttff_buckets=((7, -2),))  # any delta
+    entry.minutes[H0 - MIN] = -Components(sessions=1, exits_before_start=2)
+    entry.minutes = dict(sorted(entry.minutes.items()))
     assert entry.state is not None and entry.state.closed and entry.state.reported_ttff
+    assert entry.minutes[H0].ttff_buckets and len(entry.minutes) == 2
     again = SessionEntry.from_bytes(entry.to_bytes())
     assert again == entry
     assert isinstance(again.state, SessionState)
     assert again.to_bytes() == entry.to_bytes()
+
+
+@given(
+    st.dictionaries(
+        st.integers(0, 10**8).map(lambda m: m * MIN),
+        st.builds(
+            Components,
+            *(st.integers(-5, 10**6) for _ in range(8)),
+            st.dictionaries(st.integers(-50, 2_000), st.integers(-3, 5)).map(
+                lambda d: tuple(sorted((b, c) for b, c in d.items() if c))
+            ),
+        ),
+        max_size=5,
+    )
+)
+def test_minutes_round_trip_compactly(minutes: dict[int, Components]) -> None:
+    ordered = dict(sorted(minutes.items()))
+    raw = minutes_to_json(ordered)
+    assert minutes_from_json(orjson.loads(orjson.dumps(raw))) == ordered
+    heartbeats = {H0: Components(playing_ms=60_000)}
+    assert minutes_to_json(heartbeats) == [[H0 // MIN, 0, 0, 60_000]]
+    activity = {
+        H0: Components(playing_ms=5, buffer_ms=3),
+        H0 + MIN: Components(buffer_ms=7),
+        H0 + 2 * MIN: Components(playing_ms=-4),
+    }
+    assert minutes_to_json(activity)[1] == [H0 // MIN + 1, 0, 0, 0, 7]
+    assert minutes_from_json(minutes_to_json(activity)) == activity
+
+
+def test_a_long_session_keeps_only_its_last_hour_of_minutes() -> None:
+    part = PartitionAggregate(0)  # the default retention: an hour
+    entry = part.apply_envelope(envelope("s1", H0, [ev("p", "play", H0)]), None)
+    for i in range(1, 3 * 60 * 12):  # three hours of 5 s heartbeats
+        at = H0 + i * 5_000
+        entry = part.apply_envelope(
+            envelope("s1", at, [hb(f"h{i}", at, time_playing_ms=5_000)]), entry
+        )
+    last = H0 + (3 * 60 * 12 - 1) * 5_000
+    assert min(entry.minutes) == floor(last - HOUR_MS, "minute") and len(entry.minutes) == 61
+    assert entry.minutes[floor(last, "minute") - MIN] == Components(playing_ms=60_000)
+    part.prune_minutes()
+    part.rollups.fold()
+    assert minute_totals(part) == entry.minutes  # the rows of the retained minutes alone
 
 
 # -- dims_of ----------------------------------------------------------------------------------
@@ -519,12 +579,16 @@ def run(table: Table, actions: Iterable[Action], fold_every: int = 0) -> None:
         else:
             table.envelope(env)
         if fold_every and i % fold_every == 0:
+            table.part.prune_minutes()  # as the worker's flush does
             table.part.rollups.fold()
+    table.part.prune_minutes()
     table.part.rollups.fold()
 
 
-def reference_totals(actions: Iterable[Action]) -> dict[str, dict[int, Components]]:
-    """Each session's totals straight from the reducer, without the partition."""
+def reference_totals(
+    actions: Iterable[Action], step: TimeStep = "hour"
+) -> dict[str, dict[int, Components]]:
+    """Each session's totals per `step` bucket straight from the reducer, without the partition."""
     states: dict[str, SessionState | None] = {}
     totals: dict[str, dict[int, Components]] = {}
 
@@ -539,14 +603,14 @@ def reference_totals(actions: Iterable[Action]) -> dict[str, dict[int, Component
                 if state is not None and (at := closes_at_ms(state)) is not None and at <= arg:
                     states[session_id], closing = close(state, arg)
                     if closing is not None:
-                        record(session_id, closing.by_bucket("hour"))
+                        record(session_id, closing.by_bucket(step))
             continue
         session_id = env["envelope"]["session_id"]
         state, contribution = apply_batch(
             states.get(session_id), env["server_timestamp"], env["events"]
         )
         states[session_id] = state
-        record(session_id, contribution.by_bucket("hour"))
+        record(session_id, contribution.by_bucket(step))
     return {sid: {h: c for h, c in mine.items() if not c.is_zero()} for sid, mine in totals.items()}
 
 
@@ -555,17 +619,20 @@ def _other_partition(entries: Sequence[tuple[str, SessionEntry]]) -> list[tuple[
 
 
 @settings(max_examples=150, deadline=None)
-@given(steps(), st.integers(0, 14), st.integers(0, 3))
+@given(steps(), st.integers(0, 14), st.integers(0, 3), st.sampled_from([10, 25, 60]))
 def test_rebuild_gives_the_rollups_of_the_incremental_path(
-    plan: list[Step], split: int, fold_every: int
+    plan: list[Step], split: int, fold_every: int, retention_min: int
 ) -> None:
     actions = realise(plan)
     split = min(split, len(actions))
 
-    incremental = Table(PartitionAggregate(0))
+    def partition() -> PartitionAggregate:
+        return PartitionAggregate(0, minute_retention_ms=retention_min * MIN)
+
+    incremental = Table(partition())
     run(incremental, actions[:split], fold_every)
     # a worker that restarts (or takes over the partition) here, from a copy of the table
-    resumed = Table(PartitionAggregate(0), incremental.data)
+    resumed = Table(partition(), incremental.data)
     entries = resumed.entries()
     resumed.part.rebuild([*entries, *_other_partition(entries)])
     assert live_rows(resumed.part) == live_rows(incremental.part)
@@ -573,7 +640,7 @@ def test_rebuild_gives_the_rollups_of_the_incremental_path(
     run(resumed, actions[split:])
 
     final = incremental.entries()
-    rebuilt = PartitionAggregate(0)
+    rebuilt = partition()
     rebuilt.rebuild([*_other_partition(final), *final])
 
     # the same rollups, whichever way they were reached
@@ -590,3 +657,20 @@ def test_rebuild_gives_the_rollups_of_the_incremental_path(
     for sid, entry in final:
         assert SessionEntry.from_bytes(entry.to_bytes()) == entry, sid
         assert all(c.views >= 0 and c.sessions >= 0 for c in entry.totals.values())
+    # minutes: each session keeps exactly its contributions within the retention behind its
+    # last beacon, and the minute rows are their sums from the partition's horizon on
+    by_minute = reference_totals(actions, "minute")
+    for sid, entry in final:
+        kept = entry.last_seen_ms - retention_min * MIN
+        kept -= kept % MIN
+        want = {m: c for m, c in by_minute.get(sid, {}).items() if m >= kept}
+        assert entry.minutes == want, sid
+        assert list(entry.minutes) == sorted(entry.minutes)
+    horizon = incremental.part.minute_horizon_ms()
+    assert horizon == rebuilt.minute_horizon_ms()
+    everyone: dict[int, Components] = {}
+    for mine in by_minute.values():
+        for m, c in mine.items():
+            if m >= horizon:
+                everyone[m] = everyone.get(m, ZERO) + c
+    assert minute_totals(incremental.part) == {m: c for m, c in everyone.items() if not c.is_zero()}

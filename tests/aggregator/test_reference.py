@@ -655,6 +655,28 @@ def test_time_range_selects_data_at_hour_granularity() -> None:
     assert day["playtimeMins"] == 2_000 / 60_000
 
 
+def test_time_range_selects_data_at_minute_granularity_when_asked() -> None:
+    """The live page's window: [from, to) widened to whole minutes, one row per minute."""
+    log = [
+        line(f"s{m}", T0 + m * MIN + 5 * SEC, [hb(f"h{m}", T0 + m * MIN, time_playing_ms=1_000)])
+        for m in range(0, 10, 3)  # minutes 0, 3, 6 and 9
+    ]
+
+    def starts(**kw: Any) -> list[int]:
+        return [r["timestamp"] for r in expected(log, step="minute", grain="minute", **kw)]
+
+    assert starts() == [T0, T0 + 3 * MIN, T0 + 6 * MIN, T0 + 9 * MIN]
+    assert starts(from_ms=T0 + 3 * MIN + 59 * SEC, to_ms=T0 + 6 * MIN + 1) == [
+        T0 + 3 * MIN,
+        T0 + 6 * MIN,
+    ]
+    assert starts(from_ms=T0 + 3 * MIN + 1, to_ms=T0 + 6 * MIN) == [T0 + 3 * MIN]
+    # at hour granularity the same range is the whole hour
+    assert len(expected(log, step="minute", from_ms=T0 + 3 * MIN + 1, to_ms=T0 + 6 * MIN)) == 4
+    [window] = expected(log, step="hour", grain="minute", from_ms=T0 + 5 * MIN, to_ms=T0 + 9 * MIN)
+    assert window["timestamp"] == T0 and window["playtimeMins"] == 1_000 / 60_000
+
+
 def test_viewers() -> None:
     def watch(session_id: str, **kw: Any) -> dict[str, Any]:
         return line(session_id, T0 + 5 * SEC, [ev(f"{session_id}-p", "play", T0)], **kw)

@@ -10,8 +10,15 @@ from aggregator import sketch
 from aggregator.definitions import BREAKDOWN_DIMENSIONS
 from aggregator.keys import FULL, GRAINS, ROLLUP_GROUPS, SCOPE_DIMENSIONS
 from aggregator.metrics import ZERO, Components
-from aggregator.rollups import PartitionRollups, RowId, RowWrite, Values, full_values
-from aggregator.timebuckets import DAY_MS, HOUR_MS, floor
+from aggregator.rollups import (
+    PartitionRollups,
+    RowId,
+    RowWrite,
+    Values,
+    full_values,
+    scopes_of,
+)
+from aggregator.timebuckets import DAY_MS, HOUR_MS, MINUTE_MS, floor
 
 DAY0 = 1_709_164_800_000  # 2024-02-29T00:00:00Z
 H0 = DAY0 + 12 * HOUR_MS
@@ -467,3 +474,84 @@ def test_mark_all_dirty_refills_an_empty_redis(plan: list[Flush]) -> None:
     redis: Rows = {}
     apply_writes(redis, writes)
     assert redis == live_rows(rollups)
+
+
+# -- minute rows ------------------------------------------------------------------------------
+
+M0 = H0 + 17 * MINUTE_MS
+
+
+def minute_rows(rollups: PartitionRollups) -> Rows:
+    return {r: row for r, row in live_rows(rollups).items() if r.grain == "minute"}
+
+
+def test_a_minute_delta_lands_in_its_scopes_no_breakdown_rows_only() -> None:
+    rollups = PartitionRollups()
+    d = dims(playbackId="pb-1", creatorId="creator-1")
+    rollups.add_minutes(full_values(d), {M0: view(playing_ms=4_000, ttff_ms=300)})
+    rollups.add_minute_activity(scopes_of(full_values(d)), M0 + MINUTE_MS, 5_000, 250)
+    rollups.add_minute_activity(scopes_of(full_values(d)), M0 + MINUTE_MS, 1_000, 0)
+    rollups.fold()
+    first = view(playing_ms=4_000, ttff_ms=300)
+    second = Components(playing_ms=6_000, buffer_ms=250)
+    want = {}
+    for minute, c in ((M0, first), (M0 + MINUTE_MS, second)):
+        for scope_dim, value in ((None, None), ("playbackId", "pb-1"), ("creatorId", "creator-1")):
+            want[RowId("minute", minute, scope_dim, value, ())] = {(): c}
+    assert live_rows(rollups) == want  # and nothing at the hour or day grains
+    assert {w.row: w.values for w in rollups.take_dirty()} == want
+
+
+def test_a_minute_delta_without_creator_has_no_creator_scope() -> None:
+    rollups = PartitionRollups()
+    rollups.add_minutes(full_values(dims(playbackId="pb-2", creatorId=None)), {M0: view()})
+    rollups.fold()
+    assert set(live_rows(rollups)) == {
+        RowId("minute", M0, None, None, ()),
+        RowId("minute", M0, "playbackId", "pb-2", ()),
+    }
+
+
+@settings(max_examples=100, deadline=None)
+@given(contributions(), st.sampled_from([0, 7, 59]))
+def test_minute_rows_add_up_to_their_hour_rows(items: list[Contribution], minute: int) -> None:
+    """The same deltas given by minute and by hour: each scope's minutes sum to its hour."""
+    rollups = PartitionRollups()
+    for d, by_hour in items:
+        rollups.add(d, by_hour)
+        rollups.add_minutes(full_values(d), {h + minute * MINUTE_MS: c for h, c in by_hour.items()})
+    rollups.fold()
+    rows = live_rows(rollups)
+    hours = {r: row for r, row in rows.items() if r.grain == "hour" and r.dims == ()}
+    minutes = {
+        RowId("hour", floor(r.bucket_ms, "hour"), r.scope_dim, r.scope_value, ()): row
+        for r, row in rows.items()
+        if r.grain == "minute"
+    }
+    assert minutes == hours
+
+
+def test_prune_drops_old_minutes_for_good_and_never_moves_back() -> None:
+    rollups = PartitionRollups()
+    full = full_values(dims())
+    rollups.add_minutes(full, {M0: view(), M0 + MINUTE_MS: view()})
+    rollups.fold()
+    rollups.add_minutes(full, {M0: view()})  # queued when the horizon passes it: dropped too
+    rollups.prune_minutes(M0 + MINUTE_MS + 30_000)  # floored: M0 goes, M0 + 1 min stays
+    assert rollups.minute_horizon_ms == M0 + MINUTE_MS
+    rollups.fold()
+    assert {r.bucket_ms for r in minute_rows(rollups)} == {M0 + MINUTE_MS}
+    assert {w.row.bucket_ms for w in rollups.take_dirty()} == {M0 + MINUTE_MS}
+    rollups.add_minutes(full, {M0: view()})  # a late delta to a pruned minute is ignored
+    rollups.add_minute_activity(scopes_of(full), M0, 1_000, 0)
+    rollups.prune_minutes(M0)  # an older horizon changes nothing
+    rollups.fold()
+    assert rollups.minute_horizon_ms == M0 + MINUTE_MS
+    assert rollups.take_dirty() == []
+    # a failed write of a minute pruned since is not retried
+    rollups.add_minutes(full, {M0 + MINUTE_MS: view()})
+    rollups.fold()
+    failed = rollups.take_dirty()
+    rollups.prune_minutes(M0 + 2 * MINUTE_MS)
+    rollups.restore_unwritten(failed)
+    assert rollups.take_dirty() == [] and minute_rows(rollups) == {}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from redis.asyncio import Redis
 
 from aggregator import keys
-from aggregator.keys import FULL
-from aggregator.metrics import Components
+from aggregator.keys import FULL, minute_written_key, rollup_key, written_key
+from aggregator.metrics import ZERO, Components
 from aggregator.partition import Touched
-from aggregator.rollups import PartitionRollups
+from aggregator.rollups import PartitionRollups, full_values, scopes_of
 from aggregator.store import (
     NOW_KEEP_MS,
     NOW_TTL_S,
@@ -18,6 +19,7 @@ from aggregator.store import (
     RollupWriter,
     TouchedWriter,
 )
+from aggregator.timebuckets import HOUR_MS, MINUTE_MS
 
 H = 1_767_229_200_000  # 2026-01-01T01:00Z
 DIMS = dict.fromkeys(FULL)
@@ -108,6 +110,67 @@ async def test_combined_breakdowns_and_filters_project_the_full_rows(redis: Redi
         ("mobile", "FR", 1),
     ]
     assert await totals(redis, creator_id="nobody") == []
+
+
+async def minute_rows(redis: Redis, **kw: object) -> list[dict[str, object]]:
+    rows = await RollupReader(redis).minutes(
+        from_ms=H,
+        to_ms=H + 10 * MINUTE_MS,
+        step="minute",
+        **kw,  # type: ignore[arg-type]
+    )
+    return [{k: r[k] for k in ("timestamp", "viewCount", "playtimeMins")} for r in rows]
+
+
+async def test_minute_rows_are_written_versioned_listed_and_read(redis: Redis) -> None:
+    writer = RollupWriter(redis, minute_retention_s=1_800)
+    p0, p1 = PartitionRollups(), PartitionRollups()
+    dims, _ = session("DE")
+    full = full_values(dims)
+    p0.add_minutes(full, {H: Components(views=1, sessions=1), H + MINUTE_MS: ZERO})
+    p0.add_minute_activity(scopes_of(full), H + MINUTE_MS, 60_000, 0)
+    p1.add_minutes(full_values({**dims, "creatorId": "cr-2"}), {H: Components(views=2, sessions=2)})
+    assert await flush(p0, writer, 0, 10) == 3 * 2  # all, pb-1 and cr-1, two minutes
+    assert await flush(p1, writer, 1, 3) == 3
+    first, second = H, H + MINUTE_MS
+    assert await minute_rows(redis) == [
+        {"timestamp": first, "viewCount": 3, "playtimeMins": 0.0},
+        {"timestamp": second, "viewCount": 0, "playtimeMins": 1.0},
+    ]
+    assert await minute_rows(redis, creator_id="cr-1") == [
+        {"timestamp": first, "viewCount": 1, "playtimeMins": 0.0},
+        {"timestamp": second, "viewCount": 0, "playtimeMins": 1.0},
+    ]
+    window = await RollupReader(redis).minutes(
+        from_ms=H + 30_000, to_ms=H + MINUTE_MS + 1, playback_id="pb-1", fields=("errorRate",)
+    )
+    assert window == [{"viewCount": 3, "playtimeMins": 1.0, "errorRate": 0.0}]
+    assert await RollupReader(redis).minutes(from_ms=H + 2 * MINUTE_MS, to_ms=H + HOUR_MS) == []
+    key = rollup_key("minute", H, "playbackId", "pb-1", ())
+    assert 1_700 < await redis.ttl(key) <= 1_800
+    # listed apart from the hour and day keys, scored by minute
+    assert await redis.zscore(minute_written_key(0), key) == H
+    assert not await redis.sismember(written_key(0), key)
+    # a stale version is refused; replace mode clears what the predecessor wrote
+    zombie = PartitionRollups()
+    zombie.add_minutes(full, {H: Components(views=5, sessions=5)})
+    assert await flush(zombie, writer, 0, 9) == 0
+    successor = PartitionRollups()
+    successor.add_minutes(full, {second: Components(playing_ms=30_000)})
+    successor.mark_all_dirty()
+    await flush(successor, writer, 0, (2 << 40) | 1, replace=True)
+    assert await minute_rows(redis, playback_id="pb-1") == [
+        {"timestamp": first, "viewCount": 2, "playtimeMins": 0.0},  # partition 1's
+        {"timestamp": second, "viewCount": 0, "playtimeMins": 0.5},
+    ]
+    # the listing forgets minutes past the retention behind the newest written
+    later = PartitionRollups()
+    later.add_minutes(full, {H + 31 * MINUTE_MS: Components(views=1, sessions=1)})
+    await flush(later, writer, 0, (2 << 40) | 2)
+    listed = await redis.zrange(minute_written_key(0), 0, -1, withscores=True)
+    assert {int(score) for _, score in listed} == {second, H + 31 * MINUTE_MS}
+    with pytest.raises(ValueError, match="not both"):
+        await RollupReader(redis).minutes(from_ms=H, to_ms=H + 10, playback_id="a", creator_id="b")
 
 
 async def test_concurrent_viewers_now(redis: Redis) -> None:

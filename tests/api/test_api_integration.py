@@ -22,7 +22,7 @@ from aggregator.rollups import PartitionRollups
 from aggregator.store import RollupWriter, TouchedWriter
 from aggregator.timebuckets import DAY_MS, floor
 from api.app import create_app
-from api.auth import create_key, list_keys, revoke_key
+from api.auth import KnownKeys, create_key, list_keys, revoke_key
 from api.metrics import ApiMetrics
 from api.settings import ApiSettings
 from ingest.registry import Playback, PlaybackRegistry
@@ -137,6 +137,9 @@ class Client:
 EMPTY_REDIS = True  # these tests own the whole test database: `redis` is emptied first
 
 
+KEY_CACHE_S = 0.3  # how long the API remembers a key it found (a revoked one works that long)
+
+
 @pytest.fixture
 async def api(redis: Redis) -> AsyncIterator[Client]:
     await seed(redis)
@@ -149,7 +152,8 @@ async def api(redis: Redis) -> AsyncIterator[Client]:
         ],
     }
     metrics = ApiMetrics.create()
-    app = create_app(ApiSettings(), metrics=metrics, redis=redis, clock=lambda: NOW)
+    settings = ApiSettings(key_cache_s=KEY_CACHE_S)
+    app = create_app(settings, metrics=metrics, redis=redis, clock=lambda: NOW)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     async with ClientSession(str(server.make_url("/"))) as http:
@@ -261,11 +265,24 @@ async def test_keys_are_required_and_checked(api: Client, redis: Redis) -> None:
     server = next(k for k in listed if k.name == "server")
     assert await revoke_key(redis, server.key_id)
     assert not await revoke_key(redis, server.key_id)
+    await asyncio.sleep(KEY_CACHE_S + 0.05)  # the process remembers a key found that long
     assert (await api.get(QUERY, "private"))[0] == 401
     with pytest.raises(ValueError):
         await create_key(redis, kind="cors")
     with pytest.raises(ValueError):
         await create_key(redis, kind="cors", origins=["app.example"])
+
+
+async def test_a_key_found_is_remembered_for_its_time_only(redis: Redis) -> None:
+    key_id, secret = await create_key(redis, kind="private", creator_id="cr-9")
+    remembering, looking = KnownKeys(redis, 60), KnownKeys(redis, 0)
+    key = await remembering.lookup(secret)
+    assert key is not None and (key.key_id, key.creator_id) == (key_id, "cr-9")
+    assert await looking.lookup(secret) == key
+    assert await remembering.lookup("not-a-key") is None
+    assert await revoke_key(redis, key_id)
+    assert await remembering.lookup(secret) == key  # within its time: not asked again
+    assert await looking.lookup(secret) is None
 
 
 async def test_a_scoped_key_sees_only_its_creator(api: Client) -> None:

@@ -59,12 +59,12 @@ def test_breaches_flag_at_or_over_and_never_missing_data() -> None:
 
 
 @given(st.integers(min_value=live.QOE_RANGE_MS, max_value=4_000_000_000_000))
-def test_qoe_window_is_the_hours_holding_the_last_5_minutes(now_ms: int) -> None:
+def test_qoe_window_is_the_minutes_holding_the_last_5_minutes(now_ms: int) -> None:
     start, end = live.qoe_window(now_ms)
     assert end == now_ms
-    assert start % HOUR_MS == 0
-    assert start <= now_ms - live.QOE_RANGE_MS < start + HOUR_MS
-    assert live.QOE_RANGE_MS <= end - start < live.QOE_RANGE_MS + HOUR_MS
+    assert start % MINUTE_MS == 0
+    assert start <= now_ms - live.QOE_RANGE_MS < start + MINUTE_MS
+    assert live.QOE_RANGE_MS <= end - start < live.QOE_RANGE_MS + MINUTE_MS
 
 
 rows = st.lists(
@@ -126,7 +126,8 @@ def test_snapshot_names_its_window_scope_and_breaches() -> None:
     assert [r["playbackId"] for r in snap["topPlaybacks"]] == ["pb-2", "pb-1"]
     assert snap["countries"] == [{"country": None, "viewCount": 7, "errorRate": 1 / 7}]
     assert snap["devices"] == [] and snap["browsers"] == []
-    assert snap["qoe"]["from"] == now - now % HOUR_MS and snap["qoe"]["to"] == now
+    assert snap["qoe"]["from"] == now - now % MINUTE_MS - 5 * MINUTE_MS  # 10:22:00
+    assert snap["qoe"]["to"] == now
     assert snap["qoe"]["viewCount"] == 12 and "playtimeMins" not in snap["qoe"]
     assert snap["breaches"] == {
         "ttffMs": True,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -41,6 +42,12 @@ T = TypeVar("T")
 STATE = Path(os.environ.get("PLAYPULSE_STATE", REPO_DIR / ".state"))
 ARTIFACTS = STATE / "artifacts"
 Chart = tuple[int, list[int], int | None, int | None]  # first minute, peaks, peak, its minute
+
+
+def views_in(window: str) -> int:
+    """The view count the quality window's label names (0 when it names none)."""
+    found = re.search(r"([\d,]+) views", window)
+    return int(found.group(1).replace(",", "")) if found else 0
 
 
 def wait_for(check: Callable[[], T | None], timeout_s: float, what: str) -> T:
@@ -303,11 +310,14 @@ def test_live_page_follows_the_simulated_audience(stack: Stack, browser: webdriv
         rows = browser.find_elements(By.CSS_SELECTOR, "#topPlaybacks tbody tr")
         assert rows and rows[0].text.startswith("pb-")
         assert browser.find_elements(By.CSS_SELECTOR, "#countries tbody tr td")[0].text
-        wait_for(
-            lambda: page.text("qoe-window") and "0 views" not in page.text("qoe-window"),
-            30,
-            "quality numbers over the views so far",
-        )
+
+        def quality_window() -> str | None:
+            text = page.text("qoe-window")
+            return text if views_in(text) > 0 else None
+
+        window = wait_for(quality_window, 30, "quality numbers over the views of the last minutes")
+        # the minute rows from 5 minutes ago (floored to the minute) to now
+        assert re.search(r"\d\d:\d\d\u2013\d\d:\d\d:\d\d UTC, the last 5 min \d+ s, ", window)
         # The chart: the last hour per minute as /views/concurrent has it, its peak marked.
         peak_all = page.charts_the_hour(private, "the per-minute chart")
         assert peak_all >= first

@@ -17,8 +17,12 @@ from redis.asyncio import Redis
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from aggregator import sketch
 from aggregator.concurrency import SAMPLE_MS, PartitionConcurrency
-from aggregator.store import ConcurrencyWriter
+from aggregator.keys import FULL
+from aggregator.metrics import Components
+from aggregator.rollups import PartitionRollups, full_values, scopes_of
+from aggregator.store import ConcurrencyWriter, RollupWriter
 from aggregator.timebuckets import MINUTE_MS
 from api import openapi
 from api.app import create_app
@@ -57,6 +61,38 @@ async def seed_concurrency(redis: Redis) -> None:
     writer = ConcurrencyWriter(redis)
     for partition, part in enumerate((p0, p1)):
         await writer.write(partition, 1, part.take())
+
+
+def minute_view(ttff_ms: int | None = None, errors: int = 0, **counters: int) -> Components:
+    ttff = {} if ttff_ms is None else {"ttff_sum_ms": ttff_ms, "ttff_count": 1}
+    buckets = () if ttff_ms is None else ((sketch.bucket_of(ttff_ms), 1),)
+    return Components(
+        views=1, sessions=1, error_sessions=errors, ttff_buckets=buckets, **ttff, **counters
+    )
+
+
+async def seed_minutes(redis: Redis) -> None:
+    """Minute rows around the quality window of NOW (12:00:30): [11:55, 12:00:30), as two
+    workers' rollup writers store them. pb-1 (cr-1): a view at 11:54 (before the window),
+    one at 11:55 (TTFF 1 s, an error), one in the open minute 12:00 (TTFF 3 s) and 30 s of
+    play with 10 s of buffering at 11:58; pb-2 (cr-2): a view at 11:57 (TTFF 2 s)."""
+    pb1 = dict.fromkeys(FULL) | {"playbackId": "pb-1", "creatorId": "cr-1"}
+    pb2 = dict.fromkeys(FULL) | {"playbackId": "pb-2", "creatorId": "cr-2"}
+    p0, p1 = PartitionRollups(), PartitionRollups()
+    p0.add_minutes(
+        full_values(pb1),
+        {
+            ms("2025-06-15T11:54:00"): minute_view(ttff_ms=9_000, errors=1),
+            ms("2025-06-15T11:55:00"): minute_view(ttff_ms=1_000, errors=1),
+            ms("2025-06-15T12:00:00"): minute_view(ttff_ms=3_000),
+        },
+    )
+    p1.add_minute_activity(scopes_of(full_values(pb1)), ms("2025-06-15T11:58:00"), 30_000, 10_000)
+    p1.add_minutes(full_values(pb2), {ms("2025-06-15T11:57:00"): minute_view(ttff_ms=2_000)})
+    writer = RollupWriter(redis)
+    for partition, part in enumerate((p0, p1)):
+        part.fold()
+        await writer.write(partition, 1, part.take_dirty())
 
 
 @dataclass
@@ -105,19 +141,25 @@ class Live:
             return resp.status, await resp.json()
 
 
+KEY_CACHE_S = 0.3  # how long the API remembers a key it found
+
+
 @pytest.fixture
 async def lv() -> AsyncIterator[Live]:
     redis = Redis.from_url(IngestSettings.from_env().redis_url)
     await redis.flushdb()
     await seed(redis)
     await seed_concurrency(redis)
+    await seed_minutes(redis)
     made = {
         "private": await create_key(redis, kind="private"),
         "scoped": await create_key(redis, kind="private", creator_id="cr-1"),
         "cors": await create_key(redis, kind="cors", origins=[ORIGIN]),
         "cors-scoped": await create_key(redis, kind="cors", origins=[ORIGIN], creator_id="cr-1"),
     }
-    settings = ApiSettings(live_interval_s=0.2, live_thresholds=Thresholds(errorRate=0.4))
+    settings = ApiSettings(
+        live_interval_s=0.2, live_thresholds=Thresholds(errorRate=0.4), key_cache_s=KEY_CACHE_S
+    )
     metrics = ApiMetrics.create()
     server = TestServer(
         create_app(settings, metrics=metrics, redis=redis, clock=lambda: NOW), host="127.0.0.1"
@@ -163,8 +205,8 @@ async def test_the_stream_pushes_snapshots_of_what_views_now_reports(lv: Live) -
     assert snap["topPlaybacks"] == [{"playbackId": "pb-1", "viewCount": 3, "errorRate": 1 / 3}]
     assert [(r["country"], r["viewCount"]) for r in snap["countries"]] == [("DE", 2), ("FR", 1)]
     assert snap["lastBeaconMs"] == NOW - 1_000
-    # 12:00:30 - 5 min is in the 11:00 hour: the rollups are summed from there.
-    assert snap["qoe"]["from"] == ms("2025-06-15T11:00:00") and snap["qoe"]["viewCount"] == 0
+    # 12:00:30 - 5 min is in the 11:55 minute: the minute rows are summed from there.
+    assert snap["qoe"]["from"] == ms("2025-06-15T11:55:00") and snap["qoe"]["to"] == NOW
     assert snap["thresholds"]["errorRate"] == 0.4
     assert snap["intervalMs"] == 200
 
@@ -217,7 +259,8 @@ async def test_unauthorised_is_refused(lv: Live) -> None:
 async def test_revoking_the_key_ends_its_tokens(lv: Live) -> None:
     _, body = await lv.token("scoped")
     assert await revoke_key(lv.redis, lv.ids["scoped"])
-    assert (await lv.stream_status(body["token"]))[0] == 401
+    assert (await lv.stream_status(body["token"]))[0] == 401  # tokens look their key up
+    await asyncio.sleep(KEY_CACHE_S + 0.05)  # the key itself is remembered that long
     assert (await lv.token("scoped"))[0] == 401
 
 
@@ -231,6 +274,26 @@ async def test_open_streams_are_counted(lv: Live) -> None:
             break
         await asyncio.sleep(0.1)
     assert lv.metrics.live_streams._value.get() == 0
+
+
+async def test_the_quality_numbers_are_the_minutes_of_the_window(lv: Live) -> None:
+    """11:55 to now (the open minute 12:00 included), not 11:54 nor the hour rows."""
+    _, body = await lv.token("private")
+    (_, snap), *_ = await lv.events(body["token"], 1)
+    qoe = snap["qoe"]
+    assert (qoe["from"], qoe["to"], qoe["viewCount"]) == (ms("2025-06-15T11:55:00"), NOW, 3)
+    assert qoe["ttffMs"] == 2_000 and qoe["errorRate"] == pytest.approx(1 / 3)
+    assert qoe["rebufferRatio"] == 0.25 and qoe["exitsBeforeStart"] == 0
+    assert qoe["ttffP95Ms"] == pytest.approx(2_000, rel=0.01)  # rank 0.95 * (3 - 1), floored
+    assert snap["breaches"]["rebufferRatio"] and not snap["breaches"]["errorRate"]  # 1/3 < 0.4
+    # Scoped: cr-1's own minutes only; a playback's too.
+    _, body = await lv.token("cors-scoped", ORIGIN)
+    (_, snap), *_ = await lv.events(body["token"], 1)
+    assert snap["qoe"]["viewCount"] == 2 and snap["qoe"]["ttffMs"] == 2_000
+    assert snap["qoe"]["errorRate"] == 0.5
+    _, body = await lv.token("private", playbackId="pb-2")
+    (_, snap), *_ = await lv.events(body["token"], 1, playbackId="pb-2")
+    assert snap["qoe"]["viewCount"] == 1 and snap["qoe"]["rebufferRatio"] is None
 
 
 def series(chart: dict[str, Any]) -> list[dict[str, int]]:

@@ -13,11 +13,13 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import MovingWindowRateLimiter
 from redis.asyncio import Redis
 
 from api.app import create_app
 from api.auth import create_key
-from api.ratelimit import parse_limit
+from api.ratelimit import KEY_PREFIX, RateLimited, RateLimiter, identity, parse_limit
 from api.settings import ApiSettings
 from ingest.settings import IngestSettings
 
@@ -130,3 +132,35 @@ async def test_limits_off_and_the_keys_are_single_keys(redis: Redis) -> None:
     stored = [k.decode() async for k in redis.scan_iter("pp:rl:*")]
     assert len(stored) == 1 and "/key/" in stored[0], stored
     assert 0 < await redis.ttl(stored[0]) <= 2
+
+
+async def test_hits_sent_together_count_exactly_and_the_library_sees_them(redis: Redis) -> None:
+    """Hits asked for in one turn of the event loop go out in one pipeline: each is still
+    counted once, in order, and `limits` reads the same window (its Retry-After)."""
+    limiter = RateLimiter(redis, per_key=parse_limit("5/minute"), per_ip=None)
+    who = identity("k-1", None)
+    answers = await asyncio.gather(*(limiter.hit(who) for _ in range(8)), return_exceptions=True)
+    assert answers[:5] == [None] * 5
+    assert all(isinstance(a, RateLimited) and 1 <= a.retry_after_s <= 60 for a in answers[5:])
+    item = parse_limit("5/minute")
+    assert item is not None
+    storage = RedisStorage(
+        "async+redis://",
+        implementation="redispy",
+        key_prefix=KEY_PREFIX,
+        connection_pool=redis.connection_pool,  # type: ignore[arg-type]
+    )
+    stats = await MovingWindowRateLimiter(storage).get_window_stats(item, "key", "k-1")
+    assert stats.remaining == 0
+    # An IP without a limit is not counted at all.
+    await asyncio.gather(*(limiter.hit(identity(None, "192.0.2.9")) for _ in range(10)))
+    assert [k async for k in redis.scan_iter("pp:rl:*ip*")] == []
+
+
+async def test_a_redis_that_forgot_the_script_is_given_it_again(redis: Redis) -> None:
+    limiter = RateLimiter(redis, per_key=parse_limit("2/minute"), per_ip=None)
+    await limiter.hit(identity("k-2", None))
+    await redis.script_flush()
+    await limiter.hit(identity("k-2", None))  # NOSCRIPT: loaded again, and counted
+    with pytest.raises(RateLimited):
+        await limiter.hit(identity("k-2", None))
