@@ -51,6 +51,19 @@ def cover(runs: Runs, run: Run) -> tuple[Runs, list[Run]]:
     start, end = run
     if start >= end:
         return runs, []
+    if runs:
+        # The common case, once per beacon: a watching session's next beacon meets or
+        # overlaps its last run and extends it (or falls inside it).
+        a, b = runs[-1]
+        if a <= start <= b:
+            if end <= b:
+                return runs, []
+            return (*runs[:-1], (a, end)), [(b, end)]
+    return _cover(runs, start, end)
+
+
+def _cover(runs: Runs, start: int, end: int) -> tuple[Runs, list[Run]]:
+    """`cover` by the general rule."""
     added: list[Run] = []
     cursor = start
     before: list[Run] = []
@@ -108,18 +121,21 @@ class PartitionConcurrency:
 
     def add(self, scopes: Iterable[str], runs: Iterable[Run]) -> None:
         """Count a session's newly covered indices in each of its scopes."""
-        positions = [minute_of(i) for i in indices(runs)]
-        positions = [(m, i) for m, i in positions if m >= self.horizon_ms]
-        if not positions:
-            return
-        for scope in scopes:
-            minutes = self.counts.setdefault(scope, {})
-            for minute, i in positions:
-                row = minutes.get(minute)
-                if row is None:
-                    row = minutes[minute] = [0] * INSTANTS_PER_MINUTE
-                row[i] += 1
-                self._dirty.add((scope, minute))
+        counts, dirty, horizon = self.counts, self._dirty, self.horizon_ms
+        for a, b in runs:
+            for index in range(a, b):
+                minute, i = minute_of(index)
+                if minute < horizon:
+                    continue
+                for scope in scopes:
+                    minutes = counts.get(scope)
+                    if minutes is None:
+                        minutes = counts[scope] = {}
+                    row = minutes.get(minute)
+                    if row is None:
+                        row = minutes[minute] = [0] * INSTANTS_PER_MINUTE
+                    row[i] += 1
+                    dirty.add((scope, minute))
 
     def prune(self, horizon_ms: int) -> None:
         """Forget minutes before `horizon_ms` (floored to the hour), for good."""

@@ -76,10 +76,13 @@ class SessionEntry:
     minutes: dict[int, Components] = field(default_factory=dict)
     full: Values = field(init=False, repr=False, compare=False)  # `dims` as a rollup tuple
     scopes: Scopes = field(init=False, repr=False, compare=False)  # its minute rows' scopes
+    # the concurrency scopes of `dims` (`concurrency_scopes`), built once: used per beacon
+    conc_scopes: list[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.full = full_values(self.dims)
         self.scopes = scopes_of(self.full)
+        self.conc_scopes = concurrency_scopes(self.dims)
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(
@@ -212,7 +215,7 @@ class PartitionAggregate:
             self.sessions[session_id] = entry
             self.rollups.add_full(entry.full, entry.totals)
             self.rollups.add_minutes(entry.full, entry.minutes)
-            self.concurrency.add(concurrency_scopes(entry.dims), entry.coverage)
+            self.concurrency.add(entry.conc_scopes, entry.coverage)
             if entry.state is not None and (due := closes_at_ms(entry.state, self.policy)):
                 self._open[session_id] = due
             self.stream_time_ms = max(self.stream_time_ms, entry.last_seen_ms)
@@ -391,7 +394,7 @@ class PartitionAggregate:
         """Counts the session at the sample instants its beacon at `server_ts` newly covers."""
         entry.coverage, added = cover(entry.coverage, beacon_run(server_ts))
         if added:
-            self.concurrency.add(concurrency_scopes(entry.dims), added)
+            self.concurrency.add(entry.conc_scopes, added)
 
     def _touch(self, session_id: str, entry: SessionEntry) -> None:
         self._touched[session_id] = entry

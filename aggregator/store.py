@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 import orjson
@@ -468,70 +469,125 @@ def _sort_key(item: tuple[tuple[int, tuple[str | None, ...]], Components]) -> tu
 
 
 NOW_TTL_S = 3_600
-NOW_KEEP_MS = 10 * 60_000  # members older than this are pruned when their key is written
+NOW_KEEP_MS = 10 * 60_000  # members older than this are pruned from the keys written
+NOW_UPKEEP_MS = 60_000  # a key is pruned and its TTL renewed at most this often per writer
 
 
-def _scopes(dims: dict[str, str | None]) -> list[str]:
-    out = [keys.scope_text(None, None)]
-    out += [keys.scope_text(d, dims[d]) for d in keys.SCOPE_DIMENSIONS if dims.get(d) is not None]
+def _scopes(dims: Mapping[str, str | None]) -> list[tuple[str | None, str | None]]:
+    out: list[tuple[str | None, str | None]] = [(None, None)]
+    out += [(d, dims[d]) for d in keys.SCOPE_DIMENSIONS if dims.get(d) is not None]
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class _NowPlan:
+    """Where a session with these dimensions is written: the same for every session of one
+    dimension tuple, so built once per tuple rather than per session and flush."""
+
+    sets: tuple[str, ...]  # sorted sets of sessions, scored by the last beacon
+    error_sets: tuple[str, ...]  # the same, for sessions with an error
+    tuple_index: tuple[tuple[str, str], ...]  # (index key, tuple member): scored by the latest
+    values: tuple[tuple[str, str], ...]  # (value index key, value)
+    viewer_scopes: tuple[tuple[str | None, str | None], ...]
+
+
+def _now_plan(dims: Mapping[str, str | None]) -> _NowPlan:
+    sets, error_sets, tuple_index, values = [], [], [], []
+    member = keys.now_tuple(dims)
+    scopes = _scopes(dims)
+    for scope_dim, scope_value in scopes:
+        scope = keys.scope_text(scope_dim, scope_value)
+        targets: list[tuple[str | None, str | None]] = [(None, None)]
+        for dim in keys.NOW_DIMENSIONS:
+            value = dims.get(dim)
+            targets.append((dim, value))
+            values.append((keys.now_index_key(scope, dim), keys.encode_now_value(value)))
+        for by, of in targets:
+            sets.append(keys.now_key(scope, by, of))
+            error_sets.append(keys.now_key(scope, by, of, errors=True))
+        sets.append(keys.now_tuple_key(scope, member))
+        error_sets.append(keys.now_tuple_key(scope, member, errors=True))
+        tuple_index.append((keys.now_tuple_index_key(scope), member))
+    return _NowPlan(
+        tuple(sets), tuple(error_sets), tuple(tuple_index), tuple(values), tuple(scopes)
+    )
 
 
 class TouchedWriter:
     """Writes what the sessions touched since the last flush did: unique viewers and who is
-    watching now. Both are idempotent (PFADD; ZADD GT keeps the newest time), so no version."""
+    watching now. Both are idempotent (PFADD; ZADD GT keeps the newest time), so no version.
+
+    Every flush adds its sessions to their sets; pruning members older than `NOW_KEEP_MS` and
+    renewing a set's TTL, housekeeping that no reader depends on, is done for a key at most
+    every `NOW_UPKEEP_MS` (and at the first write of a key by this writer)."""
+
+    _CACHE_MAX = 100_000
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        self._plans: dict[tuple[tuple[str, str | None], ...], _NowPlan] = {}
+        self._upkept: dict[str, int] = {}  # key -> when this writer last pruned it (ms)
 
-    async def write(self, touched: dict[str, Any], now_ms: int) -> None:
+    def _plan(self, dims: Mapping[str, str | None]) -> _NowPlan:
+        cache_key = tuple(dims.items())
+        plan = self._plans.get(cache_key)
+        if plan is None:
+            if len(self._plans) >= self._CACHE_MAX:
+                self._plans.clear()
+            plan = self._plans[cache_key] = _now_plan(dims)
+        return plan
+
+    async def write(self, touched: Mapping[str, Any], now_ms: int) -> None:
         if not touched:
             return
         zsets: dict[str, dict[str, int]] = {}
         index: dict[str, set[str]] = {}
         viewers: dict[str, set[str]] = {}
         for session_id, t in touched.items():
+            plan = self._plan(t.dims)
+            seen = t.last_seen_ms
             for hour in t.view_hours:
                 for grain, bucket in (("hour", hour), ("day", floor(hour, "day"))):
-                    for scope_dim in (None, *keys.SCOPE_DIMENSIONS):
-                        value = None if scope_dim is None else t.dims.get(scope_dim)
-                        if scope_dim is not None and value is None:
-                            continue
+                    for scope_dim, value in plan.viewer_scopes:
                         key = keys.viewers_key(grain, bucket, scope_dim, value)
                         viewers.setdefault(key, set()).add(t.viewer)
-            for scope in _scopes(t.dims):
-                targets: list[tuple[str | None, str | None]] = [(None, None)]
-                for dim in keys.NOW_DIMENSIONS:
-                    value = t.dims.get(dim)
-                    targets.append((dim, value))
-                    index.setdefault(keys.now_index_key(scope, dim), set()).add(
-                        keys.encode_now_value(value)
-                    )
-                for by, of in targets:
-                    zsets.setdefault(keys.now_key(scope, by, of), {})[session_id] = t.last_seen_ms
-                    if t.has_error:
-                        err_key = keys.now_key(scope, by, of, errors=True)
-                        zsets.setdefault(err_key, {})[session_id] = t.last_seen_ms
-                member = keys.now_tuple(t.dims)
-                zsets.setdefault(keys.now_tuple_key(scope, member), {})[session_id] = t.last_seen_ms
-                if t.has_error:
-                    err_key = keys.now_tuple_key(scope, member, errors=True)
-                    zsets.setdefault(err_key, {})[session_id] = t.last_seen_ms
-                tuples = zsets.setdefault(keys.now_tuple_index_key(scope), {})
-                tuples[member] = max(tuples.get(member, 0), t.last_seen_ms)
+            for key in plan.error_sets if t.has_error else ():
+                zsets.setdefault(key, {})[session_id] = seen
+            for key in plan.sets:
+                members = zsets.get(key)
+                if members is None:
+                    zsets[key] = {session_id: seen}
+                else:
+                    members[session_id] = seen
+            for key, member in plan.tuple_index:
+                tuples = zsets.setdefault(key, {})
+                if tuples.get(member, 0) < seen:
+                    tuples[member] = seen
+            for key, value in plan.values:
+                index.setdefault(key, set()).add(value)
+        upkept = self._upkept
+        if len(upkept) >= self._CACHE_MAX:
+            upkept.clear()
+        due = now_ms - NOW_UPKEEP_MS
+        kept: list[str] = []
         async with self._redis.pipeline(transaction=False) as pipe:
-            for key, members in viewers.items():
-                pipe.pfadd(key, *members)
+            for key, viewer_ids in viewers.items():
+                pipe.pfadd(key, *viewer_ids)
                 grain = key.split(":")[2]
                 pipe.expire(key, keys.RETENTION_S[grain])
             for key, scores in zsets.items():
                 pipe.zadd(key, scores, gt=True)
-                pipe.zremrangebyscore(key, "-inf", now_ms - NOW_KEEP_MS)
-                pipe.expire(key, NOW_TTL_S)
+                if upkept.get(key, due) <= due:
+                    kept.append(key)
+                    pipe.zremrangebyscore(key, "-inf", now_ms - NOW_KEEP_MS)
+                    pipe.expire(key, NOW_TTL_S)
             for key, values in index.items():
                 pipe.sadd(key, *values)
-                pipe.expire(key, NOW_TTL_S)
+                if upkept.get(key, due) <= due:
+                    kept.append(key)
+                    pipe.expire(key, NOW_TTL_S)
             await pipe.execute()
+        upkept.update(dict.fromkeys(kept, now_ms))  # only once Redis has done it
 
 
 class RealtimeReader:

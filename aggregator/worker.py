@@ -32,20 +32,22 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from aggregator.partition import PartitionAggregate, SessionEntry, view_summary
+from aggregator.redisclient import connect
 from aggregator.settings import AggregatorSettings
 from aggregator.store import ConcurrencyWriter, RollupWriter, TouchedWriter
 from aggregator.watchdog import EXIT_RECOVERY_STALLED, RecoveryWatch
 from ingest.record import envelopes_of
+from ingest.runtime import tune_gc, use_uvloop
 
 log = logging.getLogger(__name__)
 
 EPOCH_KEY = "pp:epoch:{app}:{topic}:{partition}"
-VERSION_EPOCH_SHIFT = 40
-PROMETHEUS_TEXT = "text/plain; version=0.0.4"  # version = epoch << 40 | (offset + 1)
+VERSION_EPOCH_SHIFT = 40  # version = epoch << 40 | (offset + 1)
+PROMETHEUS_TEXT = "text/plain; version=0.0.4"
+PRODUCER_BATCH_BYTES = 512 * 1024  # under the broker's default message.max.bytes (1 MiB)
 
 
 def tick_record(now_ms: int) -> bytes:
@@ -57,7 +59,7 @@ class Aggregator:
 
     def __init__(self, settings: AggregatorSettings) -> None:
         self.settings = settings
-        self.redis = Redis.from_url(settings.redis_url, socket_timeout=5.0)
+        self.redis = connect(settings.redis_url, socket_timeout=5.0)
         self.rollup_writer = RollupWriter(self.redis, settings.minute_retention_s)
         self.touched_writer = TouchedWriter(self.redis)
         self.concurrency_writer = ConcurrencyWriter(self.redis, settings.concurrency_retention_s)
@@ -263,9 +265,17 @@ def create_app(settings: AggregatorSettings) -> faust.App:
         web_in_thread=False,
         datadir=settings.data_dir,
         producer_acks=-1,
+        # A checkpoint sends every changed session (a few KB each) at once: batches of 16 KB
+        # (faust's default) took a produce round trip per few sessions and partition.
+        producer_max_batch_size=PRODUCER_BATCH_BYTES,
         broker_session_timeout=settings.group_session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.group_session_timeout_s / 4),
         stream_wait_empty=True,
+        # No leader topic (nothing here runs `on_leader`): its one empty partition made
+        # aiokafka send fetches for it alone whenever the beacons partitions still had
+        # records buffered, and each waited out the fetch's 1.5 s max wait while the agent ran
+        # dry (one fetch in flight per broker). It halved the rate of a worker catching up.
+        topic_disable_leader=True,
     )
     agg = Aggregator(settings)
     app.aggregator = agg
@@ -399,6 +409,9 @@ def _owned(app: faust.App, topic: str) -> set[int]:
 
 def main() -> None:
     settings = AggregatorSettings.from_env()
+    use_uvloop()  # before faust makes its loops (the consumer's thread has one of its own)
     app = create_app(settings)
     worker = faust.Worker(app, loglevel="info")
+    # The app, its tables' machinery and the imported modules live as long as the process.
+    tune_gc()
     worker.execute_from_commandline()

@@ -16,6 +16,7 @@ from aggregator.concurrency import (
     Minutes,
     PartitionConcurrency,
     Runs,
+    _cover,
     add_minutes,
     beacon_run,
     cover,
@@ -83,6 +84,15 @@ def test_cover_of_arbitrary_runs(pairs: list[tuple[int, int]]) -> None:
         assert set(indices(added)) == set(range(start, start + length)) - seen
         seen |= set(range(start, start + length))
         assert set(indices(runs)) == seen and well_formed(runs)
+
+
+@given(st.lists(st.tuples(st.integers(0, 60), st.integers(1, 12)), max_size=20))
+def test_covers_shortcut_agrees_with_the_general_rule(pairs: list[tuple[int, int]]) -> None:
+    runs: Runs = ()
+    for start, length in sorted(pairs):  # mostly extending the last run: the shortcut
+        run = (start, start + length)
+        assert cover(runs, run) == _cover(runs, *run)
+        runs, _ = cover(runs, run)
 
 
 def test_minute_of_places_instants() -> None:

@@ -5,11 +5,20 @@ from __future__ import annotations
 import pytest
 from redis.asyncio import Redis
 
+from aggregator import keys
 from aggregator.keys import FULL, minute_written_key, rollup_key, written_key
 from aggregator.metrics import ZERO, Components
 from aggregator.partition import Touched
 from aggregator.rollups import PartitionRollups, full_values, scopes_of
-from aggregator.store import RealtimeReader, RollupReader, RollupWriter, TouchedWriter
+from aggregator.store import (
+    NOW_KEEP_MS,
+    NOW_TTL_S,
+    NOW_UPKEEP_MS,
+    RealtimeReader,
+    RollupReader,
+    RollupWriter,
+    TouchedWriter,
+)
 from aggregator.timebuckets import HOUR_MS, MINUTE_MS
 
 H = 1_767_229_200_000  # 2026-01-01T01:00Z
@@ -184,3 +193,19 @@ async def test_concurrent_viewers_now(redis: Redis) -> None:
     ]
     assert await reader.now(now, creator_id="cr-1") == [{"viewCount": 2, "errorRate": 0.5}]
     assert await reader.now(now, playback_id="other") == [{"viewCount": 0, "errorRate": 0.0}]
+
+
+async def test_realtime_sets_are_pruned_and_expire_at_most_once_a_minute(redis: Redis) -> None:
+    writer = TouchedWriter(redis)
+    dims = {**DIMS, "playbackId": "pb-1", "country": "DE"}
+    everyone = keys.now_key(keys.scope_text(None, None))
+    t0 = H
+    await writer.write({"old": Touched(dims, "v1", t0, False, ())}, t0)
+    assert 0 < await redis.ttl(everyone) <= NOW_TTL_S  # the first write of a key sets its TTL
+    await redis.persist(everyone)
+    later = t0 + NOW_KEEP_MS + 1_000  # "old" is past keeping, but this key was upkept just now
+    await writer.write({"new": Touched(dims, "v2", later, False, ())}, t0 + NOW_UPKEEP_MS - 1)
+    assert await redis.zcard(everyone) == 2 and await redis.ttl(everyone) == -1
+    await writer.write({"new": Touched(dims, "v2", later, False, ())}, later)
+    assert await redis.zrange(everyone, 0, -1) == [b"new"]
+    assert 0 < await redis.ttl(everyone) <= NOW_TTL_S

@@ -28,6 +28,7 @@ Scenarios:
 
 usage: python -m tests.bench.bench_aggregate [--events N] [--runs R] [--max-run-s S]
                                               [--aggregator-runs R] [--aggregator-max-s S]
+                                              [--only aggregate,quix,...]
 Not a test: it asserts nothing, it reports.
 """
 
@@ -77,6 +78,7 @@ ENVELOPES_PER_RECORD = 20
 PLAYING_MS = 5_000  # time_playing_ms of every heartbeat: the totals Redis must end up with
 DAY_MS = 86_400_000
 CHILD_KINDS = ("faust-noop", "faust-noop-v2", "faust-naive", "quix")
+SCENARIO_KEYS = ("aggregate", *CHILD_KINDS, "raw", "raw-v2")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +109,8 @@ class Result:
     redis_lag_s: float | None = None
     # events/s over the first and over the last quarter of the input (state grows meanwhile)
     quarters: tuple[float, float] | None = None
+    # the worker process's CPU time (all its threads) per event over the same span as the rate
+    cpu_us_per_event: float | None = None
 
 
 def make_dataset(n_events: int, seed: int = 7) -> Dataset:
@@ -268,9 +272,14 @@ async def fill_topic(bootstrap: str, topic: str, records: Sequence[Record]) -> N
 
 
 class Progress:
-    """Counts events; the rate runs from the first call (its events excluded) to the last."""
+    """Counts events; the rate runs from the first call (its events excluded) to the last.
 
-    def __init__(self, target: int, max_run_s: float) -> None:
+    `cpu` reads the CPU seconds of the process doing the work (this one by default), at the
+    same instants, for the CPU time per event: steadier than the rate on a shared machine."""
+
+    def __init__(
+        self, target: int, max_run_s: float, cpu: Callable[[], float] = time.process_time
+    ) -> None:
         self.target = target
         self.max_run_s = max_run_s
         self.count = 0
@@ -279,18 +288,25 @@ class Progress:
         self.first_wall = 0.0
         self.last = 0.0
         self.done = False
+        self.cpu = cpu
+        self.first_cpu = 0.0
+        self.last_cpu = 0.0
 
     def mark(self) -> None:
         """Starts the clock before any event (for a consumer whose first fetch is all data)."""
         self.first, self.first_wall = time.perf_counter(), time.time()
+        self.first_cpu = self.cpu()
 
     def add(self, n: int) -> bool:
         """True once, when the target is reached or the time is up."""
         now = time.perf_counter()
+        cpu = self.cpu()
         if self.first is None:
             self.first, self.first_wall, self.first_count = now, time.time(), n
+            self.first_cpu = cpu
         self.count += n
         self.last = now
+        self.last_cpu = cpu
         if self.done or (self.count < self.target and now - self.first < self.max_run_s):
             return False
         self.done = True
@@ -304,6 +320,9 @@ class Progress:
             "measured": measured,
             "counted": self.count,
             "startup_s": self.first_wall - started_wall,
+            "cpu_us_per_event": (self.last_cpu - self.first_cpu) * 1e6 / measured
+            if measured
+            else 0.0,
         }
 
 
@@ -347,7 +366,13 @@ async def raw_ceiling(bootstrap: str, topic: str, shape: str, n: int, max_run_s:
     finally:
         await consumer.stop()
     r = progress.result(started)
-    return Result(r["events_per_s"], int(r["measured"]), int(r["counted"]), r["startup_s"])
+    return Result(
+        r["events_per_s"],
+        int(r["measured"]),
+        int(r["counted"]),
+        r["startup_s"],
+        cpu_us_per_event=r["cpu_us_per_event"],
+    )
 
 
 # --- children: faust and quix workers, one process each -----------------------------------
@@ -477,7 +502,13 @@ def spawn(
         return None
     r = json.loads(result.read_text())
     shutil.rmtree(run_dir, ignore_errors=True)
-    return Result(r["events_per_s"], int(r["measured"]), int(r["counted"]), r["startup_s"])
+    return Result(
+        r["events_per_s"],
+        int(r["measured"]),
+        int(r["counted"]),
+        r["startup_s"],
+        cpu_us_per_event=r["cpu_us_per_event"],
+    )
 
 
 def _stop(child: subprocess.Popen[bytes]) -> None:
@@ -528,7 +559,7 @@ def run_aggregator(
             stderr=subprocess.STDOUT,
         )
         try:
-            progress = Progress(data.n_events, max_run_s)
+            progress = Progress(data.n_events, max_run_s, cpu=lambda: _cpu_s(worker.pid))
             deadline = time.monotonic() + 90 + max_run_s
             seen = 0
             timeline: list[tuple[float, int]] = []
@@ -555,7 +586,18 @@ def run_aggregator(
         r["startup_s"],
         lag,
         _quarters(timeline, data),
+        r["cpu_us_per_event"],
     )
+
+
+def _cpu_s(pid: int) -> float:
+    """User plus system CPU seconds of a process (every thread), from /proc (Linux)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _quarters(timeline: list[tuple[float, int]], data: Dataset) -> tuple[float, float] | None:
@@ -631,6 +673,7 @@ def _free_port() -> int:
 
 @dataclass(frozen=True, slots=True)
 class Scenario:
+    key: str  # what `--only` names it by
     name: str
     shape: str  # "v2" or "per-event"
     run: Callable[[int], Result | None]  # run index -> result
@@ -646,6 +689,11 @@ def main() -> None:
     # would overstate it: by default it runs once, through the whole input.
     parser.add_argument("--aggregator-runs", type=int, default=1)
     parser.add_argument("--aggregator-max-s", type=float, default=600.0)
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated scenarios to run (default all): " + ", ".join(SCENARIO_KEYS),
+    )
     # internal: a worker process of one baseline
     parser.add_argument("--child", choices=CHILD_KINDS, help=argparse.SUPPRESS)
     for hidden in ("--bootstrap", "--topic", "--app-id", "--data-dir", "--result"):
@@ -684,6 +732,7 @@ def main() -> None:
         tmp = Path(tmp_dir)
         scenarios = [
             Scenario(
+                "aggregate",
                 "playpulse aggregate",
                 "v2",
                 lambda i: run_aggregator(
@@ -692,42 +741,54 @@ def main() -> None:
                 args.aggregator_runs,
             ),
             Scenario(
+                "faust-noop",
                 "faust no-op agent",
                 "per-event",
                 lambda i: spawn("faust-noop", bootstrap, ev_topic, n, cap, tmp),
                 runs,
             ),
             Scenario(
+                "faust-noop-v2",
                 "faust no-op agent",
                 "v2",
                 lambda i: spawn("faust-noop-v2", bootstrap, v2_topic, n, cap, tmp),
                 runs,
             ),
             Scenario(
+                "faust-naive",
                 "faust group_by+tumbling",
                 "per-event",
                 lambda i: spawn("faust-naive", bootstrap, ev_topic, n, cap, tmp),
                 runs,
             ),
             Scenario(
+                "quix",
                 "quix tumbling count",
                 "per-event",
                 lambda i: spawn("quix", bootstrap, ev_topic, n, cap, tmp),
                 runs,
             ),
             Scenario(
+                "raw",
                 "raw aiokafka+orjson",
                 "per-event",
                 lambda i: asyncio.run(raw_ceiling(bootstrap, ev_topic, "per-event", n, cap)),
                 runs,
             ),
             Scenario(
+                "raw-v2",
                 "raw aiokafka+orjson",
                 "v2",
                 lambda i: asyncio.run(raw_ceiling(bootstrap, v2_topic, "v2", n, cap)),
                 runs,
             ),
         ]
+        if args.only:
+            wanted = set(args.only.split(","))
+            unknown = wanted - set(SCENARIO_KEYS)
+            if unknown:
+                parser.error(f"unknown scenarios {sorted(unknown)}; known: {SCENARIO_KEYS}")
+            scenarios = [s for s in scenarios if s.key in wanted]
         results: dict[int, list[Result]] = defaultdict(list)
         for i in range(max(s.runs for s in scenarios)):  # interleaved: drift spreads evenly
             for k, scenario in enumerate(scenarios):
@@ -739,7 +800,7 @@ def main() -> None:
                     print(
                         f"  run {i + 1} {scenario.name} ({scenario.shape}): "
                         f"{r.events_per_s:,.0f} ev/s over {r.measured:,} events, "
-                        f"startup {r.startup_s:.1f}s"
+                        f"{r.cpu_us_per_event or 0:.1f} CPU us/ev, startup {r.startup_s:.1f}s"
                         + ("" if r.redis_lag_s is None else f", Redis +{r.redis_lag_s:.1f}s"),
                         file=sys.stderr,
                     )
@@ -750,10 +811,10 @@ def main() -> None:
 def _table(scenarios: list[Scenario], results: dict[int, list[Result]], n: int) -> None:
     median = {k: statistics.median(r.events_per_s for r in rs) for k, rs in results.items()}
     by_name = {(s.name, s.shape): k for k, s in enumerate(scenarios)}
-    quix = median.get(by_name[("quix tumbling count", "per-event")])
+    quix = median.get(by_name.get(("quix tumbling count", "per-event"), -1))
     print(
         f"{'scenario':<24} {'input':<10} {'ev/s/worker':>12} {'runs':>21} {'events':>7} "
-        f"{'startup':>8} {'/quix':>6} {'/raw':>6}"
+        f"{'startup':>8} {'/quix':>6} {'/raw':>6} {'CPU us/ev':>9}"
     )
     notes = []
     for k, s in enumerate(scenarios):
@@ -761,15 +822,17 @@ def _table(scenarios: list[Scenario], results: dict[int, list[Result]], n: int) 
             print(f"{s.name:<24} {s.shape:<10} {'failed':>12}")
             continue
         rs = results[k]
-        raw = median.get(by_name[("raw aiokafka+orjson", s.shape)])
+        raw = median.get(by_name.get(("raw aiokafka+orjson", s.shape), -1))
         runs = "/".join(f"{r.events_per_s / 1000:.1f}k" for r in rs)
         measured = min(r.measured for r in rs)
         vs_quix = f"{median[k] / quix:.3f}" if quix else "-"
         vs_raw = f"{median[k] / raw:.3f}" if raw else "-"
         startup = statistics.median(r.startup_s for r in rs)
+        cpus = [r.cpu_us_per_event for r in rs if r.cpu_us_per_event]
+        cpu = f"{statistics.median(cpus):.1f}" if cpus else "-"
         print(
             f"{s.name:<24} {s.shape:<10} {median[k]:>12,.0f} {runs:>21} "
-            f"{measured / 1000:>6.0f}k {startup:>7.1f}s {vs_quix:>6} {vs_raw:>6}"
+            f"{measured / 1000:>6.0f}k {startup:>7.1f}s {vs_quix:>6} {vs_raw:>6} {cpu:>9}"
         )
         for r in rs:
             if r.quarters is not None:
@@ -786,7 +849,9 @@ def _table(scenarios: list[Scenario], results: dict[int, list[Result]], n: int) 
                 )
     print(
         f"events: fewest counted in a run (of {n:,}; a baseline stops at --max-run-s). "
-        "/raw: to the raw ceiling on the same input shape."
+        "/raw: to the raw ceiling on the same input shape. CPU us/ev: the worker process's "
+        "CPU time (all threads) per event over the same span, median (the raw ceilings: the "
+        "bench process's own)."
     )
     for note in notes:
         print(note)
