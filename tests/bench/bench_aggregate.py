@@ -112,6 +112,17 @@ class Result:
     # the worker process's CPU time (all its threads) per event over the same span as the rate
     cpu_us_per_event: float | None = None
 
+    @classmethod
+    def of_progress(cls, r: dict[str, Any]) -> Result:
+        """From a `progress.result(...)` dict (also what a baseline's process writes as json)."""
+        return cls(
+            r["events_per_s"],
+            int(r["measured"]),
+            int(r["counted"]),
+            r["startup_s"],
+            cpu_us_per_event=r["cpu_us_per_event"],
+        )
+
 
 def make_dataset(n_events: int, seed: int = 7) -> Dataset:
     rng = random.Random(seed)
@@ -366,13 +377,7 @@ async def raw_ceiling(bootstrap: str, topic: str, shape: str, n: int, max_run_s:
     finally:
         await consumer.stop()
     r = progress.result(started)
-    return Result(
-        r["events_per_s"],
-        int(r["measured"]),
-        int(r["counted"]),
-        r["startup_s"],
-        cpu_us_per_event=r["cpu_us_per_event"],
-    )
+    return Result.of_progress(r)
 
 
 # --- children: faust and quix workers, one process each -----------------------------------
@@ -502,13 +507,7 @@ def spawn(
         return None
     r = json.loads(result.read_text())
     shutil.rmtree(run_dir, ignore_errors=True)
-    return Result(
-        r["events_per_s"],
-        int(r["measured"]),
-        int(r["counted"]),
-        r["startup_s"],
-        cpu_us_per_event=r["cpu_us_per_event"],
-    )
+    return Result.of_progress(r)
 
 
 def _stop(child: subprocess.Popen[bytes]) -> None:
