@@ -38,7 +38,12 @@ from aggregator.partition import PartitionAggregate, SessionEntry, view_summary
 from aggregator.redisclient import connect
 from aggregator.settings import AggregatorSettings
 from aggregator.store import ConcurrencyWriter, RollupWriter, TouchedWriter
-from aggregator.watchdog import EXIT_RECOVERY_STALLED, RecoveryWatch
+from aggregator.watchdog import (
+    EXIT_RECORD_SKIPPED,
+    EXIT_RECOVERY_STALLED,
+    RecoveryWatch,
+    skipped_offsets,
+)
 from ingest.record import envelopes_of
 from ingest.runtime import tune_gc, use_uvloop
 
@@ -310,6 +315,19 @@ def create_app(settings: AggregatorSettings) -> faust.App:
         async for event in manual.events():
             message = event.message
             part = await agg.partition(message.partition, sessions)
+            missing = skipped_offsets(part.offset, message.offset)
+            if missing:
+                log.error(
+                    "partition %d: offsets %d-%d never reached the agent (a record skipped by "
+                    "the consumer): exiting with %d, before acking anything past them, for the "
+                    "supervisor to restart this worker",
+                    message.partition,
+                    missing.start,
+                    missing.stop - 1,
+                    EXIT_RECORD_SKIPPED,
+                )
+                logging.shutdown()
+                os._exit(EXIT_RECORD_SKIPPED)
             try:
                 doc = orjson.loads(event.value)
                 tick = doc.get("tick")

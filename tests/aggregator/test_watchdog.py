@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aggregator.watchdog import RecoveryWatch
+from aggregator.watchdog import RecoveryWatch, skipped_offsets
 
 
 def test_a_stalled_recovery_is_given_up_after_the_limit() -> None:
@@ -38,3 +38,17 @@ def test_never_stalled_while_reading(steps: list[int]) -> None:
     for i, step in enumerate(steps):
         offset += step + 1
         assert not watch.stalled(True, {0: offset}, now_s=float(i * 10))
+
+
+def test_a_hole_in_a_partitions_offsets_is_named() -> None:
+    assert list(skipped_offsets(174, 176)) == [175]
+    assert list(skipped_offsets(10, 14)) == [11, 12, 13]
+
+
+@given(st.integers(min_value=-1, max_value=10_000), st.integers(min_value=0, max_value=10_000))
+def test_only_a_forward_jump_after_a_known_offset_is_a_hole(last: int, offset: int) -> None:
+    missing = skipped_offsets(last, offset)
+    if last < 0 or offset <= last + 1:  # the first record taken, the next, or a re-delivery
+        assert not missing
+    else:
+        assert list(missing) == list(range(last + 1, offset))
