@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
@@ -180,25 +180,16 @@ class Collector:
     def _record(
         self, request: web.Request, envelope: Envelope, playback: Playback | None, server_ts_ms: int
     ) -> bytes:
-        settings = self.settings
-        fields = envelope.fields
         forwarded = ", ".join(request.headers.getall("X-Forwarded-For", [])) or None
-        ip = client_ip(request.remote, forwarded, settings.trusted_proxies)
-        device = parse_user_agent(fields["user_agent"])
-        geo = self.app[GEO].locate(ip, request.headers)
-        viewer = viewer_hash(
-            fields.get("uid"),
-            fields.get("domain"),
-            fields["user_agent"],
-            ip,
-            settings.viewer_hash_salt,
-        )
-        return envelope_item(
+        return enriched_record(
             envelope,
-            server_ts_ms=server_ts_ms,
-            viewer_hash=viewer,
-            dims=dimensions(device, geo),
-            playback=playback,
+            playback,
+            server_ts_ms,
+            peer=request.remote,
+            forwarded=forwarded,
+            headers=request.headers,
+            settings=self.settings,
+            geo=self.app[GEO],
         )
 
     async def preflight(self, request: web.Request) -> web.Response:
@@ -224,6 +215,37 @@ class Collector:
             body=generate_latest(self.metrics.registry),
             headers={"Content-Type": CONTENT_TYPE_LATEST},
         )
+
+
+def enriched_record(
+    envelope: Envelope,
+    playback: Playback | None,
+    server_ts_ms: int,
+    *,
+    peer: str | None,
+    forwarded: str | None,
+    headers: Mapping[str, str],
+    settings: IngestSettings,
+    geo: GeoLocator,
+) -> bytes:
+    """The Kafka record of an accepted envelope: enriched with the client's place, device and
+    viewer hash (the client is the TCP `peer`, or `forwarded` from a trusted proxy)."""
+    fields = envelope.fields
+    ip = client_ip(peer, forwarded, settings.trusted_proxies)
+    viewer = viewer_hash(
+        fields.get("uid"),
+        fields.get("domain"),
+        fields["user_agent"],
+        ip,
+        settings.viewer_hash_salt,
+    )
+    return envelope_item(
+        envelope,
+        server_ts_ms=server_ts_ms,
+        viewer_hash=viewer,
+        dims=dimensions(parse_user_agent(fields["user_agent"]), geo.locate(ip, headers)),
+        playback=playback,
+    )
 
 
 @web.middleware

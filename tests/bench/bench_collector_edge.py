@@ -44,17 +44,16 @@ from redis.exceptions import RedisError
 from ingest.app import (
     ACCEPTED_CONTENT_TYPES,
     CORS_HEADERS,
-    GC_THRESHOLD,
     GEO,
     REDIS,
     REGISTRY,
     SINK,
     Collector,
     create_app,
+    enriched_record,
 )
 from ingest.beacon import InvalidBeacon, parse_beacon
-from ingest.enrich import client_ip, dimensions, parse_user_agent, viewer_hash
-from ingest.record import envelope_item
+from ingest.runtime import tune_gc
 from ingest.settings import IngestSettings
 from ingest.sink import SinkUnavailable
 from tests.bench.bench_ingest import (
@@ -153,23 +152,15 @@ class GranianCollector:
                     503, "registry_unavailable", len(envelope.events), "registry", retry=True
                 )
         server_ts_ms = time.time_ns() // 1_000_000
-        forwarded = ", ".join(headers.get_all("x-forwarded-for")) or None
-        ip = client_ip(scope.client.rpartition(":")[0], forwarded, settings.trusted_proxies)
-        device = parse_user_agent(fields["user_agent"])
-        geo = self.geo.locate(ip, headers)
-        viewer = viewer_hash(
-            fields.get("uid"),
-            fields.get("domain"),
-            fields["user_agent"],
-            ip,
-            settings.viewer_hash_salt,
-        )
-        record = envelope_item(
+        record = enriched_record(
             envelope,
-            server_ts_ms=server_ts_ms,
-            viewer_hash=viewer,
-            dims=dimensions(device, geo),
-            playback=playback,
+            playback,
+            server_ts_ms,
+            peer=scope.client.rpartition(":")[0],
+            forwarded=", ".join(headers.get_all("x-forwarded-for")) or None,
+            headers=headers,
+            settings=settings,
+            geo=self.geo,
         )
         produce_started = time.perf_counter()
         try:
@@ -258,13 +249,9 @@ def main() -> None:
     args = parser.parse_args()
     settings = IngestSettings.from_env()
     if args.mode == "serve-granian":
-        import gc
-
         import uvloop
 
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(*GC_THRESHOLD)
+        tune_gc()  # the collector's own GC tuning
         uvloop.run(serve_granian(settings))
         return
 
