@@ -194,7 +194,11 @@ async def test_cancelling_a_run_keeps_the_log_and_the_counts(
     task = asyncio.create_task(
         run(spec, collector.url, log_path, speed=100, seed=1, summary=summary)
     )
-    await asyncio.sleep(0.4)
+    # Cancel once the first attempts are logged (a fixed sleep saw none on a loaded CI machine),
+    # long before the 1.2 s the run would take.
+    async with asyncio.timeout(30):
+        while summary.attempts == 0:
+            await asyncio.sleep(0.01)
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
