@@ -5,6 +5,8 @@ The key layout is `aggregator.keys`; this module only moves values in and out of
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,6 +19,7 @@ from redis.asyncio import Redis
 
 from aggregator import keys, projection
 from aggregator.concurrency import PEAK_STEPS, Minutes, PeakStep, minute_peaks, step_peaks
+from aggregator.fragments import encode_step, join_steps, without_nulls
 from aggregator.metrics import OPTIONAL_FIELDS, VIEWERSHIP_FIELDS, Components, to_viewership
 from aggregator.rollups import RowId, RowWrite
 from aggregator.timebuckets import HOUR_MS, MINUTE_MS, Step, cover, floor, steps
@@ -146,25 +149,53 @@ def _scope(playback_id: str | None, creator_id: str | None) -> tuple[str | None,
     return None, None
 
 
-STEP_ROWS_CACHED = 50_000
-"""Rows of combined breakdowns a reader keeps in memory (about 40 MB), per query shape and
-step, checked against their hashes' generations before each use."""
+STEP_CACHE_BYTES = 32 * 2**20
+"""Encoded steps of combined breakdowns a reader keeps in memory, in bytes (LRU), per query
+shape and step, checked against their hashes' generations before each use."""
+
+_STEP_OVERHEAD = 256  # what an entry costs beside its fragment: key, generations, tuple
 
 
 MISSING: Final = b""
 """The generation of a hash that does not exist (what a reader's rows were made from)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A viewership answer already encoded: a JSON array of `rows` rows."""
+
+    body: bytes
+    rows: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """One step of a combined breakdown: its rows encoded (`fragments.encode_step`), and the
+    generations of the step's hashes they were made from (None: a hash keeping none)."""
+
+    generations: tuple[bytes | None, ...]
+    fragment: bytes
+    rows: int
+
+
+def _step_size(step: _Step) -> int:
+    return len(step.fragment) + _STEP_OVERHEAD
+
+
 class RollupReader:
     """Answers viewership queries from the rollup hashes (the API's only way into them)."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, *, cache_bytes: int = STEP_CACHE_BYTES) -> None:
         self._redis = redis
         self._project_script = redis.register_script(keys.PROJECTION_WRITE_SCRIPT)
-        # (query shape, step, its hashes) -> (their generations, the step's rows), by rows.
-        self._steps: LRUCache[tuple[Any, ...], tuple[tuple[bytes | None, ...], list[Any]]] = (
-            LRUCache(STEP_ROWS_CACHED, getsizeof=lambda memo: 1 + len(memo[1]))
+        # (query shape, step, its hashes) -> the step encoded, by bytes.
+        self._cache_bytes = cache_bytes
+        self._steps: LRUCache[tuple[Any, ...], _Step] = LRUCache(
+            max(1, cache_bytes), getsizeof=_step_size
         )
+        # Steps being made: (memo key, the generations read) -> the step, shared by the
+        # requests that read the same generations meanwhile.
+        self._making: dict[tuple[Any, ...], asyncio.Future[_Step]] = {}
 
     async def viewership(
         self,
@@ -185,8 +216,91 @@ class RollupReader:
         start (`timestamp`, which may lie before `from_ms`), like Livepeer's `timestamp_trunc`.
         Each breakdown dimension asked for is a field; the metrics are
         `aggregator.metrics.to_viewership`, plus `uniqueViewers` when there is no breakdown.
-        Buckets with no data are left out.
+        Buckets with no data are left out. The rows are the caller's (decoded anew for a
+        combined breakdown, whose steps are kept encoded).
         """
+        query = self._query(step, from_ms, to_ms, breakdown, playback_id, creator_id)
+        if query is None:
+            return await self._flat(
+                step, from_ms, to_ms, breakdown, playback_id, creator_id, fields
+            )
+        made = await self._projected(*query, fields, omit_nulls=False)
+        decoded: list[dict[str, Any]] = orjson.loads(join_steps(s.fragment for s in made))
+        return decoded
+
+    async def viewership_json(
+        self,
+        *,
+        step: Step | None,
+        from_ms: int,
+        to_ms: int,
+        breakdown: Sequence[str] = (),
+        playback_id: str | None = None,
+        creator_id: str | None = None,
+        fields: Sequence[str] = ALL_FIELDS,
+        omit_nulls: bool = False,
+    ) -> Answer:
+        """`viewership`'s rows as the JSON the API answers (with `omit_nulls`, each row without
+        its null fields: `fragments.without_nulls`). A combined breakdown is spliced from its
+        steps kept encoded, so only the steps whose hashes moved are made and encoded again."""
+        query = self._query(step, from_ms, to_ms, breakdown, playback_id, creator_id)
+        if query is None:
+            rows = await self._flat(
+                step, from_ms, to_ms, breakdown, playback_id, creator_id, fields
+            )
+            return Answer(orjson.dumps(without_nulls(rows) if omit_nulls else rows), len(rows))
+        made = await self._projected(*query, fields, omit_nulls=omit_nulls)
+        return Answer(join_steps(s.fragment for s in made), sum(s.rows for s in made))
+
+    @staticmethod
+    def _query(
+        step: Step | None,
+        from_ms: int,
+        to_ms: int,
+        breakdown: Sequence[str],
+        playback_id: str | None,
+        creator_id: str | None,
+    ) -> (
+        tuple[
+            list[tuple[int, Step, int]],
+            Step | None,
+            str | None,
+            str | None,
+            tuple[str, ...],
+            tuple[str, ...],
+            dict[str, str],
+        ]
+        | None
+    ):
+        """The arguments of `_projected` when the query is a combined breakdown (projected
+        from the all-dimensions hashes), else None."""
+        breakdown = tuple(dict.fromkeys(breakdown))
+        scope_dim, scope_value = _scope(playback_id, creator_id)
+        filters: dict[str, str] = {}
+        if playback_id is not None and creator_id is not None:
+            filters["creatorId"] = creator_id
+        group = keys.group_for(scope_dim, breakdown + tuple(filters))
+        dims = keys.ordered(tuple(d for d in (*breakdown, *filters) if d != scope_dim))
+        if group.dims != keys.FULL or dims == keys.FULL:
+            return None
+        grains: tuple[Step, ...] = ("hour",) if step == "hour" else ("day", "hour")
+        plan = [
+            (0 if step is None else floor(start, step), grain, start)
+            for grain, start in cover(from_ms, to_ms, grains)
+        ]
+        return plan, step, scope_dim, scope_value, dims, breakdown, filters
+
+    async def _flat(
+        self,
+        step: Step | None,
+        from_ms: int,
+        to_ms: int,
+        breakdown: Sequence[str],
+        playback_id: str | None,
+        creator_id: str | None,
+        fields: Sequence[str],
+    ) -> list[dict[str, Any]]:
+        """`viewership` from the hashes of the breakdown's own group (summed per request)."""
         breakdown = tuple(dict.fromkeys(breakdown))  # the caller's order, without repeats
         scope_dim, scope_value = _scope(playback_id, creator_id)
         filters: dict[str, str] = {}
@@ -198,11 +312,6 @@ class RollupReader:
             (0 if step is None else floor(start, step), grain, start)
             for grain, start in cover(from_ms, to_ms, grains)
         ]
-        dims = keys.ordered(tuple(d for d in (*breakdown, *filters) if d != scope_dim))
-        if group.dims == keys.FULL and dims != keys.FULL:
-            return await self._projected(
-                plan, step, scope_dim, scope_value, dims, breakdown, filters, fields
-            )
         async with self._redis.pipeline(transaction=False) as pipe:
             for _, grain, start in plan:
                 pipe.hgetall(keys.rollup_key(grain, start, scope_dim, scope_value, group.dims))
@@ -256,15 +365,19 @@ class RollupReader:
         breakdown: tuple[str, ...],
         filters: dict[str, str],
         fields: Sequence[str],
-    ) -> list[dict[str, Any]]:
-        """A combined breakdown from the all-dimensions hashes' projections onto `dims` (the
-        breakdown and filter dimensions).
+        *,
+        omit_nulls: bool,
+    ) -> list[_Step]:
+        """A combined breakdown's steps, encoded, in order, from the all-dimensions hashes'
+        projections onto `dims` (the breakdown and filter dimensions).
 
         Two caches, both checked against each hash's generation (`keys.GENERATION_FIELD`),
-        which every applied write replaces: this reader's rows per step, from the
+        which every applied write replaces: this reader's encoded steps, from the
         generations of the step's hashes when they were made (one round trip of `HGET`s
         checks them all), and the projection of each hash cached in the hash itself
-        (`_project`) for the steps whose rows are not in memory or no longer current."""
+        (`_project`) for the steps not in memory or no longer current. Requests that find
+        the same step stale at the same generations while it is being made wait for it
+        instead of making it again (a live dashboard's open step, at every write)."""
         wanted = set(fields)
         if not wanted <= set(VIEWERSHIP_FIELDS):
             raise ValueError(
@@ -278,6 +391,7 @@ class RollupReader:
             tuple(sorted(filters.items())),
             tuple(f for f in VIEWERSHIP_FIELDS if f in wanted),
             step is not None,
+            omit_nulls,
         )
         hashes = [
             keys.rollup_key(grain, start, scope_dim, scope_value, keys.FULL)
@@ -286,17 +400,18 @@ class RollupReader:
         per_step: dict[int, list[int]] = {}
         for i, (bucket, _, _) in enumerate(plan):
             per_step.setdefault(bucket, []).append(i)
-        memos = {
-            bucket: self._steps.get((shape, bucket, tuple(hashes[i] for i in indices)))
+        memo_keys = {
+            bucket: (shape, bucket, tuple(hashes[i] for i in indices))
             for bucket, indices in per_step.items()
         }
+        memos = {bucket: self._steps.get(key) for bucket, key in memo_keys.items()}
         # A hash that was missing is still missing if it does not exist (a hash without a
         # generation might, written by an aggregator older than generations).
         were_missing = [
             i
             for bucket, memo in memos.items()
             if memo is not None
-            for i, made_at in zip(per_step[bucket], memo[0], strict=True)
+            for i, made_at in zip(per_step[bucket], memo.generations, strict=True)
             if made_at == MISSING
         ]
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -305,39 +420,133 @@ class RollupReader:
             for i in were_missing:
                 pipe.exists(hashes[i])
             answers = await pipe.execute()
-        current = answers[: len(hashes)]
+        current: list[bytes | None] = answers[: len(hashes)]
         for i, exists in zip(were_missing, answers[len(hashes) :], strict=True):
             if not exists:
                 current[i] = MISSING
-        answer: dict[int, list[dict[str, Any]]] = {}
-        stale: list[int] = []
+        answer: dict[int, _Step] = {}
+        waiting: dict[int, asyncio.Future[_Step]] = {}
+        mine: dict[int, asyncio.Future[_Step]] = {}
         for bucket, indices in per_step.items():
+            now = tuple(current[i] for i in indices)
             memo = memos[bucket]
-            if memo is not None and memo[0] == tuple(current[i] for i in indices):
-                answer[bucket] = memo[1]
+            if memo is not None and memo.generations == now:
+                answer[bucket] = memo
+                continue
+            if None in now:  # a hash whose contents no generation names: made for this request
+                mine[bucket] = asyncio.get_running_loop().create_future()
+                continue
+            making = (memo_keys[bucket], now)
+            future = self._making.get(making)
+            if future is not None:
+                waiting[bucket] = future
             else:
-                stale.extend(indices)
-        if stale:
-            made = await self._project([plan[i] for i in stale], [hashes[i] for i in stale], dims)
-            fresh = projection.assemble_steps(
-                [entry for entry, _ in made],
-                timestamps=step is not None,
-                dims=dims,
-                breakdown=breakdown,
-                scope=(scope_dim, scope_value),
-                filters=filters,
-                fields=fields,
+                future = self._making[making] = asyncio.get_running_loop().create_future()
+                future.add_done_callback(functools.partial(self._made, making))
+                mine[bucket] = future
+        if mine:
+            try:
+                made = await self._make(
+                    plan,
+                    hashes,
+                    per_step,
+                    sorted(mine),
+                    dims,
+                    breakdown,
+                    filters,
+                    fields,
+                    timestamps=step is not None,
+                    scope=(scope_dim, scope_value),
+                    omit_nulls=omit_nulls,
+                )
+            except BaseException as exc:
+                for future in mine.values():  # who waits for them makes them itself
+                    if isinstance(exc, Exception):
+                        future.set_exception(exc)
+                        future.exception()  # retrieved: nobody may be waiting for it
+                    else:
+                        future.cancel()
+                raise
+            for bucket, future in mine.items():
+                done = answer[bucket] = made[bucket]
+                if None not in done.generations and self._cache_bytes >= _step_size(done):
+                    self._steps[memo_keys[bucket]] = done
+                future.set_result(done)
+        again = []
+        for bucket, future in waiting.items():
+            try:
+                done = await asyncio.shield(future)  # cancelled, this request leaves it be
+            except BaseException:
+                if not future.done():
+                    raise  # this request was cancelled
+                again.append(bucket)  # the request making it failed
+                continue
+            if done.generations == tuple(current[i] for i in per_step[bucket]):
+                answer[bucket] = done
+            else:  # made from a newer write than this request read: not what it checked
+                again.append(bucket)
+        if again:
+            answer.update(
+                await self._make(
+                    plan,
+                    hashes,
+                    per_step,
+                    again,
+                    dims,
+                    breakdown,
+                    filters,
+                    fields,
+                    timestamps=step is not None,
+                    scope=(scope_dim, scope_value),
+                    omit_nulls=omit_nulls,
+                )
             )
-            made_at: dict[int, list[bytes | None]] = {}
-            for (bucket, _, _), generation in made:
-                made_at.setdefault(bucket, []).append(generation)
-            for bucket, generations in made_at.items():
-                rows = answer[bucket] = fresh.get(bucket, [])
-                if None not in generations:  # each hash's contents known by its generation
-                    memo_key = (shape, bucket, tuple(hashes[i] for i in per_step[bucket]))
-                    self._steps[memo_key] = (tuple(generations), rows)
-        # Copies: the cached rows are not the caller's to change.
-        return [row.copy() for bucket in sorted(answer) for row in answer[bucket]]
+        return [answer[bucket] for bucket in sorted(answer)]
+
+    def _made(self, making: tuple[Any, ...], future: asyncio.Future[_Step]) -> None:
+        if self._making.get(making) is future:
+            del self._making[making]
+
+    async def _make(
+        self,
+        plan: list[tuple[int, Step, int]],
+        hashes: list[str],
+        per_step: dict[int, list[int]],
+        buckets: Sequence[int],
+        dims: tuple[str, ...],
+        breakdown: tuple[str, ...],
+        filters: dict[str, str],
+        fields: Sequence[str],
+        *,
+        timestamps: bool,
+        scope: tuple[str | None, str | None],
+        omit_nulls: bool,
+    ) -> dict[int, _Step]:
+        """The steps starting at `buckets`, made from their hashes' projections and encoded,
+        each with the generations they were made from."""
+        indices = [i for bucket in buckets for i in per_step[bucket]]
+        made = await self._project([plan[i] for i in indices], [hashes[i] for i in indices], dims)
+        rows = projection.assemble_steps(
+            [entry for entry, _ in made],
+            timestamps=timestamps,
+            dims=dims,
+            breakdown=breakdown,
+            scope=scope,
+            filters=filters,
+            fields=fields,
+        )
+        made_at: dict[int, list[bytes | None]] = {}
+        for (bucket, _, _), generation in made:
+            made_at.setdefault(bucket, []).append(generation)
+        out = {}
+        for bucket in buckets:
+            step_rows = rows.get(bucket, [])
+            out[bucket] = _Step(
+                tuple(made_at[bucket]),
+                encode_step(step_rows, omit_nulls=omit_nulls),
+                len(step_rows),
+            )
+        return out
 
     async def _project(
         self, plan: list[tuple[int, Step, int]], hashes: list[str], dims: tuple[str, ...]

@@ -31,6 +31,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from aggregator.definitions import CONCURRENCY_WINDOW_MS
+from aggregator.fragments import without_nulls
 from aggregator.keys import ALIVE_KEY
 from aggregator.store import ALL_FIELDS, ConcurrencyReader, RealtimeReader, RollupReader
 from aggregator.timebuckets import Step, steps
@@ -104,11 +105,14 @@ def _errors(status: int, *problems: str, headers: dict[str, str] | None = None) 
     return _json(status, {"errors": list(problems)}, headers)
 
 
-def _without_nulls(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A metric with no data, or a dimension whose value is unknown, left out of its row instead
-    of `null` (`PLAYPULSE_API_NULLS=omit`): Livepeer's schemas declare no nullable field and its
-    JS SDK refuses a null, although Livepeer's server answers one."""
-    return [{k: v for k, v in row.items() if v is not None} for row in rows]
+def _check_rows(count: int) -> None:
+    if count > params.MAX_ROWS:
+        raise params.InvalidQuery(
+            [
+                f"{params.BREAKDOWN_PARAM}: the result has {count} rows, more than "
+                f"{params.MAX_ROWS}; narrow from/to, use a coarser timeStep or fewer breakdowns"
+            ]
+        )
 
 
 def _wall_clock_ms() -> int:
@@ -167,7 +171,7 @@ class Api:
         self.clock = clock
         redis = app[REDIS]
         settings = app[SETTINGS]
-        self.rollups = RollupReader(redis)
+        self.rollups = RollupReader(redis, cache_bytes=int(settings.query_cache_mib * 2**20))
         self.realtime = RealtimeReader(redis, CONCURRENCY_WINDOW_MS)
         self.concurrency = ConcurrencyReader(redis)
         self.registry = PlaybackRegistry(redis, cache_s=settings.registry_cache_s)
@@ -279,13 +283,7 @@ class Api:
 
     async def _viewership(self, step: Step | None, **kw: Any) -> list[dict[str, Any]]:
         rows = await self._redis("viewership", self.rollups.viewership(step=step, **kw))
-        if len(rows) > params.MAX_ROWS:
-            raise params.InvalidQuery(
-                [
-                    f"{params.BREAKDOWN_PARAM}: the result has {len(rows)} rows, more than "
-                    f"{params.MAX_ROWS}; narrow from/to, use a coarser timeStep or fewer breakdowns"
-                ]
-            )
+        _check_rows(len(rows))
         return rows
 
     async def views_query(self, request: web.Request) -> web.Response:
@@ -293,19 +291,25 @@ class Api:
         q = params.views_query(request.query.items(), self.clock())
         creator_id = self._creator(key, q.creator_id)
         playback_id = await self._target(key, q)
-        rows = await self._viewership(
-            q.time_step,  # without a step: one row per tuple for the whole range
-            from_ms=q.from_ms,
-            to_ms=q.to_ms,
-            breakdown=q.breakdown,
-            playback_id=playback_id,
-            creator_id=creator_id,
-            fields=ALL_FIELDS,
+        answer = await self._redis(
+            "viewership",
+            self.rollups.viewership_json(
+                step=q.time_step,  # without a step: one row per tuple for the whole range
+                from_ms=q.from_ms,
+                to_ms=q.to_ms,
+                breakdown=q.breakdown,
+                playback_id=playback_id,
+                creator_id=creator_id,
+                fields=ALL_FIELDS,
+                omit_nulls=self.app[SETTINGS].nulls == "omit",
+            ),
         )
-        return _json(200, self._nulls(rows))
+        _check_rows(answer.rows)
+        # Encoded by the reader (combined breakdowns spliced from steps kept encoded).
+        return web.Response(body=answer.body, content_type="application/json")
 
     def _nulls(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return _without_nulls(rows) if self.app[SETTINGS].nulls == "omit" else rows
+        return without_nulls(rows) if self.app[SETTINGS].nulls == "omit" else rows
 
     async def creator_query(self, request: web.Request) -> web.Response:
         key = await self._authorize(request, "cors")

@@ -35,6 +35,9 @@ class ApiSettings:
     # How long a key found by its secret is remembered by the process: a revoked key stops
     # working within this long (0: look every request's key up in Redis).
     key_cache_s: float = 1.0
+    # Memory for the encoded steps of combined breakdowns (`RollupReader`), LRU, in MiB
+    # (0: none kept).
+    query_cache_mib: float = 32.0
     # Requests per private key, and per client IP (no key, a CORS key or an unknown key);
     # None: unlimited. Counted in Redis, so shared by every API process.
     rate_limit_key: RateLimitItem | None = DEFAULT_KEY_LIMIT
@@ -73,6 +76,7 @@ class ApiSettings:
             total_cache_s=float(env.get("PLAYPULSE_API_TOTAL_CACHE_S", d.total_cache_s)),
             registry_cache_s=float(env.get("PLAYPULSE_REGISTRY_CACHE_S", d.registry_cache_s)),
             key_cache_s=float(env.get("PLAYPULSE_API_KEY_CACHE_S", d.key_cache_s)),
+            query_cache_mib=float(env.get("PLAYPULSE_API_QUERY_CACHE_MIB", d.query_cache_mib)),
             rate_limit_key=_limit(env, "PLAYPULSE_API_RATE_LIMIT_KEY", d.rate_limit_key),
             rate_limit_ip=_limit(env, "PLAYPULSE_API_RATE_LIMIT_IP", d.rate_limit_ip),
             trusted_proxies=trusted_networks(env.get("PLAYPULSE_TRUSTED_PROXIES", "")),
