@@ -196,6 +196,57 @@ class RollupReader:
         # Steps being made: (memo key, the generations read) -> the step, shared by the
         # requests that read the same generations meanwhile.
         self._making: dict[tuple[Any, ...], asyncio.Future[_Step]] = {}
+        # Generation reads asked for in one turn of the event loop, sent as one pipeline.
+        self._reads: list[tuple[list[tuple[str, str]], asyncio.Future[list[Any]]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def _read(self, generations: Sequence[str], exist: Sequence[str]) -> list[Any]:
+        """The generation of each hash of `generations`, then whether each of `exist` exists.
+
+        The reads every request asks for in one turn of the event loop go to Redis together,
+        in one pipeline, each distinct read once: a dashboard's requests ask for the same
+        hashes. Each is sent after every request sharing it began, so none is older than
+        the request it answers."""
+        reads = [("g", key) for key in generations] + [("e", key) for key in exist]
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        if not self._reads:
+            loop.call_soon(self._send_reads)
+        self._reads.append((reads, future))
+        return await future
+
+    def _send_reads(self) -> None:
+        batch, self._reads = self._reads, []
+        task = asyncio.create_task(self._send(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(
+        self, batch: list[tuple[list[tuple[str, str]], asyncio.Future[list[Any]]]]
+    ) -> None:
+        distinct = list(dict.fromkeys(read for reads, _ in batch for read in reads))
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for op, key in distinct:
+                    if op == "g":
+                        pipe.hget(key, keys.GENERATION_FIELD)
+                    else:
+                        pipe.exists(key)
+                results = await pipe.execute()
+        except BaseException as exc:
+            for _, future in batch:
+                if not future.done():
+                    if isinstance(exc, Exception):
+                        future.set_exception(exc)
+                    else:
+                        future.cancel()
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            found = dict(zip(distinct, results, strict=True))
+            for reads, future in batch:
+                if not future.done():  # (its request may have been cancelled)
+                    future.set_result([found[read] for read in reads])
 
     async def viewership(
         self,
@@ -414,12 +465,7 @@ class RollupReader:
             for i, made_at in zip(per_step[bucket], memo.generations, strict=True)
             if made_at == MISSING
         ]
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key in hashes:
-                pipe.hget(key, keys.GENERATION_FIELD)
-            for i in were_missing:
-                pipe.exists(hashes[i])
-            answers = await pipe.execute()
+        answers = await self._read([*hashes], [hashes[i] for i in were_missing])
         current: list[bytes | None] = answers[: len(hashes)]
         for i, exists in zip(were_missing, answers[len(hashes) :], strict=True):
             if not exists:
