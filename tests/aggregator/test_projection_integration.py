@@ -4,13 +4,15 @@ replace mode, Redis emptied and rewritten), whoever races whom."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 
 from aggregator import keys
-from aggregator.metrics import Components
+from aggregator.fragments import without_nulls
+from aggregator.metrics import Components, to_viewership
 from aggregator.rollups import PartitionRollups
 from aggregator.store import RollupReader, RollupWriter
 
@@ -283,3 +285,153 @@ async def test_rows_made_while_a_hash_was_missing_are_used_only_while_it_is(redi
     add(rollups, "FR", "tablet", 1, hour=H + HOUR)
     await flush(rollups, writer, 2)
     assert await read() == [("DE", "mobile", 2), ("FR", "tablet", 1)]
+
+
+# -- encoded steps (`RollupReader.viewership_json`) -------------------------------------------
+
+DAY = 24 * HOUR
+D0 = H - HOUR  # 2026-01-01T00:00Z
+# Three day steps: two hours at the end of the first day, the whole second day (its day hash),
+# two hours at the start of the third: an edge step of summed hours, a day alone, an edge again.
+LO, HI = D0 + 22 * HOUR, D0 + 2 * DAY + 2 * HOUR
+Model = dict[tuple[int, str | None, str], int]  # (hour, country, deviceType) -> views
+
+
+def reference(model: Model, *, omit_nulls: bool = False) -> list[dict[str, Any]]:
+    """The day-step answer over [LO, HI) the obvious way: each row's Components summed from
+    what was written, `to_viewership`, sorted by day then values (None first)."""
+    totals: dict[tuple[int, str | None, str], Components] = {}
+    for (hour, country, device), n in model.items():
+        if LO <= hour < HI:
+            slot = (hour - hour % DAY, country, device)
+            totals[slot] = totals.get(slot, Components()) + views_of(n)
+    rows = []
+    for day, country, device in sorted(
+        totals, key=lambda s: (s[0], s[1] is not None, s[1] or "", s[2])
+    ):
+        row = {"timestamp": day, "country": country, "deviceType": device}
+        row.update(to_viewership(totals[(day, country, device)]))
+        rows.append(row)
+    return without_nulls(rows) if omit_nulls else rows
+
+
+def views_of(n: int) -> Components:
+    return Components(views=n, sessions=n, playing_ms=60_000 * n)
+
+
+async def write(writer: RollupWriter, model: Model, version: int, additions: Model) -> None:
+    """Adds views to the model and writes the hours (and their days) they touch, absolute."""
+    for slot, n in additions.items():
+        model[slot] = model.get(slot, 0) + n
+    rollups = PartitionRollups()
+    touched_days = {hour - hour % DAY for hour, _, _ in additions}
+    for (hour, country, device), n in model.items():
+        if hour - hour % DAY in touched_days:
+            dims = {**dict.fromkeys(keys.FULL), "viewerId": f"v-{country}-{device}"}
+            dims.update(country=country, deviceType=device)
+            rollups.add(dims, {hour: views_of(n)})
+    await flush(rollups, writer, version)
+
+
+async def answer(reader: RollupReader, *, omit_nulls: bool = False) -> list[dict[str, Any]]:
+    got = await reader.viewership_json(
+        step="day", from_ms=LO, to_ms=HI, breakdown=BREAKDOWN, omit_nulls=omit_nulls
+    )
+    rows: list[dict[str, Any]] = orjson.loads(got.body)
+    assert got.rows == len(rows)
+    return rows
+
+
+async def test_an_encoded_step_is_not_reused_after_a_write_to_its_bucket(redis: Redis) -> None:
+    writer, model = RollupWriter(redis), Model()
+    await write(
+        writer, model, 1, {(D0 + 22 * HOUR, "DE", "mobile"): 2, (D0 + 23 * HOUR, None, "tv"): 1}
+    )
+    await write(writer, model, 2, {(D0 + DAY + 5 * HOUR, "FR", "tablet"): 3})
+    await write(writer, model, 3, {(D0 + 2 * DAY + HOUR, "DE", "mobile"): 4})
+    reader = RollupReader(redis)
+    for omit_nulls in (False, True):
+        assert await answer(reader, omit_nulls=omit_nulls) == reference(
+            model, omit_nulls=omit_nulls
+        )
+    made = 0
+    project = reader._project
+
+    async def counted(*args: Any) -> Any:
+        nonlocal made
+        made += len(args[0])
+        return await project(*args)
+
+    reader._project = counted  # type: ignore[method-assign, assignment]
+    assert await answer(reader) == reference(model)
+    assert made == 0  # every step from memory: nothing moved
+    # A write to each step in turn: that step alone is made again, and the answer follows.
+    for version, (slot, hashes) in enumerate(
+        [
+            ((D0 + DAY + 9 * HOUR, "FR", "tablet"), 1),  # the middle day's hash
+            ((D0 + 2 * DAY + HOUR, "BR", "mobile"), 2),  # the last step: its two hours
+            ((D0 + 23 * HOUR, "DE", "mobile"), 2),  # the first step's hours
+        ],
+        start=4,
+    ):
+        made = 0
+        await write(writer, model, version, {slot: 1})
+        for omit_nulls in (False, True):
+            assert await answer(reader, omit_nulls=omit_nulls) == reference(
+                model, omit_nulls=omit_nulls
+            )
+        assert made == 2 * hashes  # its hashes, once per encoding
+        assert await reader.viewership(
+            step="day", from_ms=LO, to_ms=HI, breakdown=BREAKDOWN
+        ) == reference(model)
+        assert made == 2 * hashes
+    # A write refused by the version check changes nothing: the steps stand.
+    made = 0
+    zombie = PartitionRollups()
+    add(zombie, "DE", "mobile", 99, hour=D0 + DAY + 5 * HOUR)
+    assert await flush(zombie, writer, 0) == 0
+    assert await answer(reader) == reference(model)
+    assert made == 0
+
+
+async def test_requests_at_once_share_one_read_and_one_making(redis: Redis) -> None:
+    """A dashboard's requests at once: their generation reads go as one pipeline, and a step
+    found stale by all of them (the open hour written) is made once, for all."""
+    writer, model = RollupWriter(redis), Model()
+    await write(writer, model, 1, {(D0 + 22 * HOUR, "DE", "mobile"): 2, (D0 + DAY, "FR", "tv"): 1})
+    await write(writer, model, 2, {(D0 + 2 * DAY + HOUR, "DE", "mobile"): 4})
+    reader = RollupReader(redis)
+    assert await answer(reader) == reference(model)
+    sends, made = 0, 0
+    send, project = reader._send, reader._project
+
+    async def counted_send(batch: Any) -> None:
+        nonlocal sends
+        sends += 1
+        await send(batch)
+
+    async def counted_project(*args: Any) -> Any:
+        nonlocal made
+        made += len(args[0])
+        return await project(*args)
+
+    reader._send = counted_send  # type: ignore[method-assign, assignment]
+    reader._project = counted_project  # type: ignore[method-assign, assignment]
+    await write(writer, model, 3, {(D0 + 2 * DAY + HOUR, "NL", "mobile"): 1})
+    answers = await asyncio.gather(*(answer(reader) for _ in range(12)))
+    assert answers == [reference(model)] * 12
+    assert sends == 1
+    assert made == 2  # the last step's two hours, once
+    # Every request still reads after it began: one asked for after a write sees the write.
+    await write(writer, model, 4, {(D0 + 2 * DAY, "NL", "mobile"): 1})
+    assert await answer(reader) == reference(model)
+
+
+async def test_a_step_larger_than_the_cache_is_answered_not_kept(redis: Redis) -> None:
+    writer, model = RollupWriter(redis), Model()
+    await write(writer, model, 1, {(D0 + DAY + HOUR, "DE", "mobile"): 2})
+    for cache_bytes in (0, 100):
+        reader = RollupReader(redis, cache_bytes=cache_bytes)
+        assert await answer(reader) == reference(model)
+        assert await answer(reader) == reference(model)
+        assert len(reader._steps) == 0
