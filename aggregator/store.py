@@ -178,6 +178,25 @@ class _Step:
     rows: int
 
 
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """A combined breakdown's reads: the stored buckets of its range (`plan`: its step's
+    start, grain, start), their all-dimensions hashes, which of them each step adds up, and
+    the keys its steps are kept under (query shape, step, hashes)."""
+
+    plan: list[tuple[int, Step, int]]
+    hashes: list[str]
+    per_step: dict[int, list[int]]
+    memo_keys: dict[int, tuple[Any, ...]]
+    timestamps: bool
+    scope: tuple[str | None, str | None]
+    dims: tuple[str, ...]
+    breakdown: tuple[str, ...]
+    filters: dict[str, str]
+    fields: tuple[str, ...]
+    omit_nulls: bool
+
+
 def _step_size(step: _Step) -> int:
     return len(step.fragment) + _STEP_OVERHEAD
 
@@ -196,6 +215,7 @@ class RollupReader:
         # Steps being made: (memo key, the generations read) -> the step, shared by the
         # requests that read the same generations meanwhile.
         self._making: dict[tuple[Any, ...], asyncio.Future[_Step]] = {}
+        self._layouts: LRUCache[tuple[Any, ...], _Layout | None] = LRUCache(1_024)
         # Generation reads asked for in one turn of the event loop, sent as one pipeline.
         self._reads: list[tuple[list[tuple[str, str]], asyncio.Future[list[Any]]]] = []
         self._sending: set[asyncio.Task[None]] = set()
@@ -270,12 +290,14 @@ class RollupReader:
         Buckets with no data are left out. The rows are the caller's (decoded anew for a
         combined breakdown, whose steps are kept encoded).
         """
-        query = self._query(step, from_ms, to_ms, breakdown, playback_id, creator_id)
-        if query is None:
+        layout = self._layout(
+            step, from_ms, to_ms, breakdown, playback_id, creator_id, fields, False
+        )
+        if layout is None:
             return await self._flat(
                 step, from_ms, to_ms, breakdown, playback_id, creator_id, fields
             )
-        made = await self._projected(*query, fields, omit_nulls=False)
+        made = await self._projected(layout)
         decoded: list[dict[str, Any]] = orjson.loads(join_steps(s.fragment for s in made))
         return decoded
 
@@ -294,52 +316,90 @@ class RollupReader:
         """`viewership`'s rows as the JSON the API answers (with `omit_nulls`, each row without
         its null fields: `fragments.without_nulls`). A combined breakdown is spliced from its
         steps kept encoded, so only the steps whose hashes moved are made and encoded again."""
-        query = self._query(step, from_ms, to_ms, breakdown, playback_id, creator_id)
-        if query is None:
+        layout = self._layout(
+            step, from_ms, to_ms, breakdown, playback_id, creator_id, fields, omit_nulls
+        )
+        if layout is None:
             rows = await self._flat(
                 step, from_ms, to_ms, breakdown, playback_id, creator_id, fields
             )
             return Answer(orjson.dumps(without_nulls(rows) if omit_nulls else rows), len(rows))
-        made = await self._projected(*query, fields, omit_nulls=omit_nulls)
+        made = await self._projected(layout)
         return Answer(join_steps(s.fragment for s in made), sum(s.rows for s in made))
 
-    @staticmethod
-    def _query(
+    def _layout(
+        self,
         step: Step | None,
         from_ms: int,
         to_ms: int,
         breakdown: Sequence[str],
         playback_id: str | None,
         creator_id: str | None,
-    ) -> (
-        tuple[
-            list[tuple[int, Step, int]],
-            Step | None,
-            str | None,
-            str | None,
-            tuple[str, ...],
-            tuple[str, ...],
-            dict[str, str],
-        ]
-        | None
-    ):
-        """The arguments of `_projected` when the query is a combined breakdown (projected
-        from the all-dimensions hashes), else None."""
-        breakdown = tuple(dict.fromkeys(breakdown))
+        fields: Sequence[str],
+        omit_nulls: bool,
+    ) -> _Layout | None:
+        """What a combined breakdown reads and keeps (projected from the all-dimensions
+        hashes), else None. The same for every query of one range at hour granularity (what
+        `cover` selects by), so made once per range, shape and hour."""
+        wide = from_ms // HOUR_MS, -(-to_ms // HOUR_MS), from_ms < to_ms
+        cache_key: tuple[Any, ...] = (step, wide, tuple(breakdown), playback_id, creator_id)
+        cache_key += (tuple(fields), omit_nulls)
+        if cache_key in self._layouts:
+            return self._layouts[cache_key]
+        breakdown = tuple(dict.fromkeys(breakdown))  # the caller's order, without repeats
         scope_dim, scope_value = _scope(playback_id, creator_id)
         filters: dict[str, str] = {}
         if playback_id is not None and creator_id is not None:
             filters["creatorId"] = creator_id
         group = keys.group_for(scope_dim, breakdown + tuple(filters))
         dims = keys.ordered(tuple(d for d in (*breakdown, *filters) if d != scope_dim))
-        if group.dims != keys.FULL or dims == keys.FULL:
-            return None
-        grains: tuple[Step, ...] = ("hour",) if step == "hour" else ("day", "hour")
-        plan = [
-            (0 if step is None else floor(start, step), grain, start)
-            for grain, start in cover(from_ms, to_ms, grains)
-        ]
-        return plan, step, scope_dim, scope_value, dims, breakdown, filters
+        layout = None
+        if group.dims == keys.FULL and dims != keys.FULL:
+            wanted = set(fields)
+            if not wanted <= set(VIEWERSHIP_FIELDS):
+                raise ValueError(
+                    f"unknown viewership fields: {sorted(wanted - set(VIEWERSHIP_FIELDS))}"
+                )
+            grains: tuple[Step, ...] = ("hour",) if step == "hour" else ("day", "hour")
+            plan = [
+                (0 if step is None else floor(start, step), grain, start)
+                for grain, start in cover(from_ms, to_ms, grains)
+            ]
+            shape = (
+                scope_dim,
+                scope_value,
+                dims,
+                breakdown,
+                tuple(sorted(filters.items())),
+                tuple(f for f in VIEWERSHIP_FIELDS if f in wanted),
+                step is not None,
+                omit_nulls,
+            )
+            hashes = [
+                keys.rollup_key(grain, start, scope_dim, scope_value, keys.FULL)
+                for _, grain, start in plan
+            ]
+            per_step: dict[int, list[int]] = {}
+            for i, (bucket, _, _) in enumerate(plan):
+                per_step.setdefault(bucket, []).append(i)
+            layout = _Layout(
+                plan=plan,
+                hashes=hashes,
+                per_step=per_step,
+                memo_keys={
+                    bucket: (shape, bucket, tuple(hashes[i] for i in indices))
+                    for bucket, indices in per_step.items()
+                },
+                timestamps=step is not None,
+                scope=(scope_dim, scope_value),
+                dims=dims,
+                breakdown=breakdown,
+                filters=filters,
+                fields=tuple(fields),
+                omit_nulls=omit_nulls,
+            )
+        self._layouts[cache_key] = layout
+        return layout
 
     async def _flat(
         self,
@@ -406,19 +466,7 @@ class RollupReader:
             rows.append(row)
         return rows
 
-    async def _projected(
-        self,
-        plan: list[tuple[int, Step, int]],
-        step: Step | None,
-        scope_dim: str | None,
-        scope_value: str | None,
-        dims: tuple[str, ...],
-        breakdown: tuple[str, ...],
-        filters: dict[str, str],
-        fields: Sequence[str],
-        *,
-        omit_nulls: bool,
-    ) -> list[_Step]:
+    async def _projected(self, layout: _Layout) -> list[_Step]:
         """A combined breakdown's steps, encoded, in order, from the all-dimensions hashes'
         projections onto `dims` (the breakdown and filter dimensions).
 
@@ -429,32 +477,7 @@ class RollupReader:
         (`_project`) for the steps not in memory or no longer current. Requests that find
         the same step stale at the same generations while it is being made wait for it
         instead of making it again (a live dashboard's open step, at every write)."""
-        wanted = set(fields)
-        if not wanted <= set(VIEWERSHIP_FIELDS):
-            raise ValueError(
-                f"unknown viewership fields: {sorted(wanted - set(VIEWERSHIP_FIELDS))}"
-            )
-        shape = (
-            scope_dim,
-            scope_value,
-            dims,
-            breakdown,
-            tuple(sorted(filters.items())),
-            tuple(f for f in VIEWERSHIP_FIELDS if f in wanted),
-            step is not None,
-            omit_nulls,
-        )
-        hashes = [
-            keys.rollup_key(grain, start, scope_dim, scope_value, keys.FULL)
-            for _, grain, start in plan
-        ]
-        per_step: dict[int, list[int]] = {}
-        for i, (bucket, _, _) in enumerate(plan):
-            per_step.setdefault(bucket, []).append(i)
-        memo_keys = {
-            bucket: (shape, bucket, tuple(hashes[i] for i in indices))
-            for bucket, indices in per_step.items()
-        }
+        hashes, per_step, memo_keys = layout.hashes, layout.per_step, layout.memo_keys
         memos = {bucket: self._steps.get(key) for bucket, key in memo_keys.items()}
         # A hash that was missing is still missing if it does not exist (a hash without a
         # generation might, written by an aggregator older than generations).
@@ -492,19 +515,7 @@ class RollupReader:
                 mine[bucket] = future
         if mine:
             try:
-                made = await self._make(
-                    plan,
-                    hashes,
-                    per_step,
-                    sorted(mine),
-                    dims,
-                    breakdown,
-                    filters,
-                    fields,
-                    timestamps=step is not None,
-                    scope=(scope_dim, scope_value),
-                    omit_nulls=omit_nulls,
-                )
+                made = await self._make(layout, sorted(mine))
             except BaseException as exc:
                 for future in mine.values():  # who waits for them makes them itself
                     if isinstance(exc, Exception):
@@ -532,54 +543,28 @@ class RollupReader:
             else:  # made from a newer write than this request read: not what it checked
                 again.append(bucket)
         if again:
-            answer.update(
-                await self._make(
-                    plan,
-                    hashes,
-                    per_step,
-                    again,
-                    dims,
-                    breakdown,
-                    filters,
-                    fields,
-                    timestamps=step is not None,
-                    scope=(scope_dim, scope_value),
-                    omit_nulls=omit_nulls,
-                )
-            )
+            answer.update(await self._make(layout, again))
         return [answer[bucket] for bucket in sorted(answer)]
 
     def _made(self, making: tuple[Any, ...], future: asyncio.Future[_Step]) -> None:
         if self._making.get(making) is future:
             del self._making[making]
 
-    async def _make(
-        self,
-        plan: list[tuple[int, Step, int]],
-        hashes: list[str],
-        per_step: dict[int, list[int]],
-        buckets: Sequence[int],
-        dims: tuple[str, ...],
-        breakdown: tuple[str, ...],
-        filters: dict[str, str],
-        fields: Sequence[str],
-        *,
-        timestamps: bool,
-        scope: tuple[str | None, str | None],
-        omit_nulls: bool,
-    ) -> dict[int, _Step]:
+    async def _make(self, layout: _Layout, buckets: Sequence[int]) -> dict[int, _Step]:
         """The steps starting at `buckets`, made from their hashes' projections and encoded,
         each with the generations they were made from."""
-        indices = [i for bucket in buckets for i in per_step[bucket]]
-        made = await self._project([plan[i] for i in indices], [hashes[i] for i in indices], dims)
+        indices = [i for bucket in buckets for i in layout.per_step[bucket]]
+        made = await self._project(
+            [layout.plan[i] for i in indices], [layout.hashes[i] for i in indices], layout.dims
+        )
         rows = projection.assemble_steps(
             [entry for entry, _ in made],
-            timestamps=timestamps,
-            dims=dims,
-            breakdown=breakdown,
-            scope=scope,
-            filters=filters,
-            fields=fields,
+            timestamps=layout.timestamps,
+            dims=layout.dims,
+            breakdown=layout.breakdown,
+            scope=layout.scope,
+            filters=layout.filters,
+            fields=layout.fields,
         )
         made_at: dict[int, list[bytes | None]] = {}
         for (bucket, _, _), generation in made:
@@ -589,7 +574,7 @@ class RollupReader:
             step_rows = rows.get(bucket, [])
             out[bucket] = _Step(
                 tuple(made_at[bucket]),
-                encode_step(step_rows, omit_nulls=omit_nulls),
+                encode_step(step_rows, omit_nulls=layout.omit_nulls),
                 len(step_rows),
             )
         return out

@@ -30,6 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from aggregator import redisclient
 from aggregator.definitions import CONCURRENCY_WINDOW_MS
 from aggregator.fragments import without_nulls
 from aggregator.keys import ALIVE_KEY
@@ -735,7 +736,7 @@ def create_app(
     app[METRICS] = metrics or ApiMetrics.create()
     app[LIVE_STOP] = asyncio.Event()
     owns_redis = redis is None
-    app[REDIS] = redis or Redis.from_url(
+    app[REDIS] = redis or redisclient.connect(  # commands packed by hiredis
         settings.redis_url,
         socket_timeout=settings.redis_timeout_s,
         socket_connect_timeout=settings.redis_timeout_s,
