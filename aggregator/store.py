@@ -9,7 +9,7 @@ import asyncio
 import functools
 import os
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -21,6 +21,7 @@ from aggregator import keys, projection
 from aggregator.concurrency import PEAK_STEPS, Minutes, PeakStep, minute_peaks, step_peaks
 from aggregator.fragments import encode_step, join_steps, without_nulls
 from aggregator.metrics import OPTIONAL_FIELDS, VIEWERSHIP_FIELDS, Components, to_viewership
+from aggregator.redisclient import Command, TurnPipeline
 from aggregator.rollups import RowId, RowWrite
 from aggregator.timebuckets import HOUR_MS, MINUTE_MS, Step, cover, floor, steps
 
@@ -204,7 +205,13 @@ def _step_size(step: _Step) -> int:
 class RollupReader:
     """Answers viewership queries from the rollup hashes (the API's only way into them)."""
 
-    def __init__(self, redis: Redis, *, cache_bytes: int = STEP_CACHE_BYTES) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        cache_bytes: int = STEP_CACHE_BYTES,
+        turn: TurnPipeline | None = None,
+    ) -> None:
         self._redis = redis
         self._project_script = redis.register_script(keys.PROJECTION_WRITE_SCRIPT)
         # (query shape, step, its hashes) -> the step encoded, by bytes.
@@ -216,57 +223,20 @@ class RollupReader:
         # requests that read the same generations meanwhile.
         self._making: dict[tuple[Any, ...], asyncio.Future[_Step]] = {}
         self._layouts: LRUCache[tuple[Any, ...], _Layout | None] = LRUCache(1_024)
-        # Generation reads asked for in one turn of the event loop, sent as one pipeline.
-        self._reads: list[tuple[list[tuple[str, str]], asyncio.Future[list[Any]]]] = []
-        self._sending: set[asyncio.Task[None]] = set()
+        # Generation reads go with the other commands of their event-loop turn.
+        self._turn = turn or TurnPipeline(redis)
 
     async def _read(self, generations: Sequence[str], exist: Sequence[str]) -> list[Any]:
-        """The generation of each hash of `generations`, then whether each of `exist` exists.
-
-        The reads every request asks for in one turn of the event loop go to Redis together,
-        in one pipeline, each distinct read once: a dashboard's requests ask for the same
-        hashes. Each is sent after every request sharing it began, so none is older than
-        the request it answers."""
-        reads = [("g", key) for key in generations] + [("e", key) for key in exist]
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[Any]] = loop.create_future()
-        if not self._reads:
-            loop.call_soon(self._send_reads)
-        self._reads.append((reads, future))
-        return await future
-
-    def _send_reads(self) -> None:
-        batch, self._reads = self._reads, []
-        task = asyncio.create_task(self._send(batch))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
-
-    async def _send(
-        self, batch: list[tuple[list[tuple[str, str]], asyncio.Future[list[Any]]]]
-    ) -> None:
-        distinct = list(dict.fromkeys(read for reads, _ in batch for read in reads))
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for op, key in distinct:
-                    if op == "g":
-                        pipe.hget(key, keys.GENERATION_FIELD)
-                    else:
-                        pipe.exists(key)
-                results = await pipe.execute()
-        except BaseException as exc:
-            for _, future in batch:
-                if not future.done():
-                    if isinstance(exc, Exception):
-                        future.set_exception(exc)
-                    else:
-                        future.cancel()
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            found = dict(zip(distinct, results, strict=True))
-            for reads, future in batch:
-                if not future.done():  # (its request may have been cancelled)
-                    future.set_result([found[read] for read in reads])
+        """The generation of each hash of `generations`, then whether each of `exist` exists:
+        in one pipeline with what else was asked for in the same turn of the event loop, each
+        distinct read once (a dashboard's requests ask for the same hashes)."""
+        commands: list[Command] = [("HGET", key, keys.GENERATION_FIELD) for key in generations]
+        commands += [("EXISTS", key) for key in exist]
+        answers = await self._turn.run(commands, reads=True)
+        for answer in answers:
+            if isinstance(answer, Exception):
+                raise answer
+        return answers
 
     async def viewership(
         self,
@@ -312,19 +282,25 @@ class RollupReader:
         creator_id: str | None = None,
         fields: Sequence[str] = ALL_FIELDS,
         omit_nulls: bool = False,
+        admitted: Awaitable[object] | None = None,
     ) -> Answer:
         """`viewership`'s rows as the JSON the API answers (with `omit_nulls`, each row without
         its null fields: `fragments.without_nulls`). A combined breakdown is spliced from its
-        steps kept encoded, so only the steps whose hashes moved are made and encoded again."""
+        steps kept encoded, so only the steps whose hashes moved are made and encoded again.
+
+        `admitted`, when given, is awaited before anything but the generation reads (the
+        API's rate-limit hit, sent with them): what it raises ends the query there."""
         layout = self._layout(
             step, from_ms, to_ms, breakdown, playback_id, creator_id, fields, omit_nulls
         )
         if layout is None:
+            if admitted is not None:
+                await admitted
             rows = await self._flat(
                 step, from_ms, to_ms, breakdown, playback_id, creator_id, fields
             )
             return Answer(orjson.dumps(without_nulls(rows) if omit_nulls else rows), len(rows))
-        made = await self._projected(layout)
+        made = await self._projected(layout, admitted)
         return Answer(join_steps(s.fragment for s in made), sum(s.rows for s in made))
 
     def _layout(
@@ -466,7 +442,9 @@ class RollupReader:
             rows.append(row)
         return rows
 
-    async def _projected(self, layout: _Layout) -> list[_Step]:
+    async def _projected(
+        self, layout: _Layout, admitted: Awaitable[object] | None = None
+    ) -> list[_Step]:
         """A combined breakdown's steps, encoded, in order, from the all-dimensions hashes'
         projections onto `dims` (the breakdown and filter dimensions).
 
@@ -489,6 +467,8 @@ class RollupReader:
             if made_at == MISSING
         ]
         answers = await self._read([*hashes], [hashes[i] for i in were_missing])
+        if admitted is not None:
+            await admitted
         current: list[bytes | None] = answers[: len(hashes)]
         for i, exists in zip(were_missing, answers[len(hashes) :], strict=True):
             if not exists:

@@ -34,6 +34,7 @@ from aggregator import redisclient
 from aggregator.definitions import CONCURRENCY_WINDOW_MS
 from aggregator.fragments import without_nulls
 from aggregator.keys import ALIVE_KEY
+from aggregator.redisclient import TurnPipeline
 from aggregator.store import ALL_FIELDS, ConcurrencyReader, RealtimeReader, RollupReader
 from aggregator.timebuckets import Step, steps
 from api import live, openapi, params, playbacks
@@ -172,13 +173,18 @@ class Api:
         self.clock = clock
         redis = app[REDIS]
         settings = app[SETTINGS]
-        self.rollups = RollupReader(redis, cache_bytes=int(settings.query_cache_mib * 2**20))
+        # One pipeline per event-loop turn for the rate-limit hits and the rollups' generation
+        # reads: a query's hit and its first reads travel together.
+        turn = TurnPipeline(redis)
+        self.rollups = RollupReader(
+            redis, cache_bytes=int(settings.query_cache_mib * 2**20), turn=turn
+        )
         self.realtime = RealtimeReader(redis, CONCURRENCY_WINDOW_MS)
         self.concurrency = ConcurrencyReader(redis)
         self.registry = PlaybackRegistry(redis, cache_s=settings.registry_cache_s)
         self.keys = KnownKeys(redis, settings.key_cache_s)
         self.limiter = RateLimiter(
-            redis, per_key=settings.rate_limit_key, per_ip=settings.rate_limit_ip
+            redis, per_key=settings.rate_limit_key, per_ip=settings.rate_limit_ip, turn=turn
         )
         self.totals: TTLCache[str, dict[str, Any]] = TTLCache(
             10_000, settings.total_cache_s, timer=time.monotonic
@@ -208,14 +214,38 @@ class Api:
 
     async def _authorize(self, request: web.Request, access: Access) -> ApiKey | None:
         """The request's key (None: public access without one), counted against its limit."""
+        key, counted = await self._authorize_deferred(request, access)
+        await counted
+        return key
+
+    async def _authorize_deferred(
+        self, request: web.Request, access: Access
+    ) -> tuple[ApiKey | None, asyncio.Task[None]]:
+        """`_authorize`, with the count under way rather than done: the request's key and its
+        rate-limit hit, which the caller must await (it raises `RateLimited`) before it
+        answers or does anything costly. A hit sent in the same turn of the event loop as the
+        caller's first reads goes to Redis in the same round trip (`TurnPipeline`)."""
         secret = bearer_secret(request.headers.get("Authorization"))
-        if secret is None:
-            if access == "public":
-                await self._count(request, None)
-                return None
+        key = None
+        if secret is not None:
+            key = await self._redis("auth", self.keys.lookup(secret))
+        elif access != "public":  # not counted: nothing was looked up
             raise AuthError(401, "authorization: an API key is required (Bearer <key>)")
-        key = await self._redis("auth", self.keys.lookup(secret))
-        await self._count(request, key)  # an unknown key counts against its IP: no guessing
+        # An unknown key counts against its IP: no guessing.
+        counted = asyncio.ensure_future(self._count(request, key))
+        try:
+            self._check_key(request, access, secret, key)
+        except BaseException:
+            await counted  # over the limit is answered first, as if counted before checking
+            raise
+        return key, counted
+
+    @staticmethod
+    def _check_key(
+        request: web.Request, access: Access, secret: str | None, key: ApiKey | None
+    ) -> None:
+        if secret is None:
+            return  # public access (`_authorize_deferred` refused the others)
         if key is None:
             raise AuthError(401, "authorization: unknown or revoked API key")
         if access == "admin" and key.kind != "admin":
@@ -233,7 +263,6 @@ class Api:
             if not allowed or origin is None:
                 raise AuthError(403, f"origin: {origin!r} is not allowed for this API key")
             request[CORS_ORIGIN] = origin
-        return key
 
     @staticmethod
     def _creator(key: ApiKey | None, asked: str | None) -> str | None:
@@ -288,23 +317,29 @@ class Api:
         return rows
 
     async def views_query(self, request: web.Request) -> web.Response:
-        key = await self._authorize(request, "private")
-        q = params.views_query(request.query.items(), self.clock())
-        creator_id = self._creator(key, q.creator_id)
-        playback_id = await self._target(key, q)
-        answer = await self._redis(
-            "viewership",
-            self.rollups.viewership_json(
-                step=q.time_step,  # without a step: one row per tuple for the whole range
-                from_ms=q.from_ms,
-                to_ms=q.to_ms,
-                breakdown=q.breakdown,
-                playback_id=playback_id,
-                creator_id=creator_id,
-                fields=ALL_FIELDS,
-                omit_nulls=self.app[SETTINGS].nulls == "omit",
-            ),
-        )
+        # The rate-limit hit and the query's first reads share a round trip: the hit is
+        # awaited before the query does anything else (and before any answer, 400s too).
+        key, counted = await self._authorize_deferred(request, "private")
+        try:
+            q = params.views_query(request.query.items(), self.clock())
+            creator_id = self._creator(key, q.creator_id)
+            playback_id = await self._target(key, q)
+            answer = await self._redis(
+                "viewership",
+                self.rollups.viewership_json(
+                    step=q.time_step,  # without a step: one row per tuple for the whole range
+                    from_ms=q.from_ms,
+                    to_ms=q.to_ms,
+                    breakdown=q.breakdown,
+                    playback_id=playback_id,
+                    creator_id=creator_id,
+                    fields=ALL_FIELDS,
+                    omit_nulls=self.app[SETTINGS].nulls == "omit",
+                    admitted=counted,
+                ),
+            )
+        finally:
+            await counted  # RateLimited, if over, is the answer
         _check_rows(answer.rows)
         # Encoded by the reader (combined breakdowns spliced from steps kept encoded).
         return web.Response(body=answer.body, content_type="application/json")

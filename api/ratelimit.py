@@ -18,7 +18,6 @@ request in the window leaves it. Redis errors are not caught here: the edge answ
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from dataclasses import dataclass
@@ -30,6 +29,8 @@ from limits.aio.storage.redis.bridge import RedisBridge
 from limits.aio.strategies import MovingWindowRateLimiter
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
+
+from aggregator.redisclient import TurnPipeline
 
 KEY_PREFIX: Final = "pp:rl"
 OFF: Final = ("", "0", "off", "none")
@@ -77,7 +78,12 @@ class RateLimiter:
     """Checks and counts one request against its identity's limit (raises `RateLimited`)."""
 
     def __init__(
-        self, redis: Redis, *, per_key: RateLimitItem | None, per_ip: RateLimitItem | None
+        self,
+        redis: Redis,
+        *,
+        per_key: RateLimitItem | None,
+        per_ip: RateLimitItem | None,
+        turn: TurnPipeline | None = None,
     ) -> None:
         self._limits: dict[Kind, RateLimitItem | None] = {"key": per_key, "ip": per_ip}
         storage = RedisStorage(
@@ -89,54 +95,32 @@ class RateLimiter:
         self._limiter = MovingWindowRateLimiter(storage)
         self._redis = redis
         self._acquire = redis.register_script(RedisBridge.SCRIPT_ACQUIRE_MOVING_WINDOW)
-        # Hits asked for in one turn of the event loop, sent together in one pipeline.
-        self._pending: list[tuple[str, list[float | int], asyncio.Future[bool]]] = []
-        self._sending: set[asyncio.Task[None]] = set()
+        # Hits go with the other commands asked for in their turn of the event loop.
+        self._turn = turn or TurnPipeline(redis)
 
     async def hit(self, who: Identity) -> None:
         item = self._limits[who.kind]
         if item is None:
             return
         key = f"{KEY_PREFIX}:{item.key_for(who.kind, who.value)}"
-        loop = asyncio.get_running_loop()
-        acquired: asyncio.Future[bool] = loop.create_future()
-        if not self._pending:
-            loop.call_soon(self._send_pending)
-        self._pending.append((key, [time.time(), item.amount, item.get_expiry(), 1], acquired))
-        if await acquired:
+        # EVALSHA by hand: a pipeline given the `Script` asks SCRIPT EXISTS every time.
+        command = (
+            "EVALSHA",
+            self._acquire.sha,
+            1,
+            key,
+            time.time(),
+            item.amount,
+            item.get_expiry(),
+            1,
+        )
+        [acquired] = await self._turn.run([command], reads=False)
+        if isinstance(acquired, NoScriptError):  # a restarted Redis forgot the script
+            await self._redis.script_load(self._acquire.script)
+            [acquired] = await self._turn.run([command], reads=False)
+        if isinstance(acquired, Exception):
+            raise acquired
+        if acquired:
             return
         stats = await self._limiter.get_window_stats(item, who.kind, who.value)
         raise RateLimited(who.kind, str(item), retry_after_s(stats.reset_time, time.time()))
-
-    def _send_pending(self) -> None:
-        batch, self._pending = self._pending, []
-        task = asyncio.create_task(self._send(batch))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
-
-    async def _send(self, batch: list[tuple[str, list[float | int], asyncio.Future[bool]]]) -> None:
-        try:
-            try:
-                results = await self._evalsha(batch)
-            except NoScriptError:  # a restarted Redis forgot the script: load it, once
-                await self._redis.script_load(self._acquire.script)
-                results = await self._evalsha(batch)
-        except BaseException as exc:
-            for _, _, acquired in batch:
-                if not acquired.done():
-                    acquired.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            for (_, _, acquired), result in zip(batch, results, strict=True):
-                if not acquired.done():
-                    acquired.set_result(bool(result))
-
-    async def _evalsha(
-        self, batch: list[tuple[str, list[float | int], asyncio.Future[bool]]]
-    ) -> list[object]:
-        # EVALSHA queued by hand: a pipeline given the `Script` asks SCRIPT EXISTS every time.
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key, args, _ in batch:
-                pipe.evalsha(self._acquire.sha, 1, key, *args)
-            return await pipe.execute()

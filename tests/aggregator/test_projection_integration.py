@@ -403,7 +403,7 @@ async def test_requests_at_once_share_one_read_and_one_making(redis: Redis) -> N
     reader = RollupReader(redis)
     assert await answer(reader) == reference(model)
     sends, made = 0, 0
-    send, project = reader._send, reader._project
+    send, project = reader._turn._send, reader._project
 
     async def counted_send(batch: Any) -> None:
         nonlocal sends
@@ -415,7 +415,7 @@ async def test_requests_at_once_share_one_read_and_one_making(redis: Redis) -> N
         made += len(args[0])
         return await project(*args)
 
-    reader._send = counted_send  # type: ignore[method-assign, assignment]
+    reader._turn._send = counted_send  # type: ignore[method-assign]
     reader._project = counted_project  # type: ignore[method-assign, assignment]
     await write(writer, model, 3, {(D0 + 2 * DAY + HOUR, "NL", "mobile"): 1})
     answers = await asyncio.gather(*(answer(reader) for _ in range(12)))
