@@ -32,6 +32,35 @@ def skipped_offsets(last: int, offset: int) -> range:
     return range(last + 1, offset) if last >= 0 else range(0)
 
 
+# The sessions table also holds, per partition, the last offset whose changes it has: a key no
+# session id can take (ids are printable), one per partition (the memory store is keyed by key
+# alone), written after that checkpoint's sessions to the same changelog partition.
+_PROGRESS_PREFIX: Final = b"\x00last-offset:"
+
+
+def progress_key(partition: int) -> bytes:
+    return _PROGRESS_PREFIX + str(partition).encode()
+
+
+def progress_record(offset: int) -> bytes:
+    return str(offset).encode()
+
+
+def progress_of(key: bytes, value: bytes) -> tuple[int, int] | None:
+    """(partition, last offset) of a progress entry of the sessions table; None for a session.
+
+    A partition's first record after a rebalance is checked against it (`skipped_offsets`):
+    the consumer resumes at the committed offset, which is at most one past it (records are
+    acked only once their changes are in the changelog), so a first record further on means
+    the records between were dropped before the agent saw them. faust-streaming was caught
+    doing that after a rebalance (its fetch loop sets a partition's read offset after the
+    seek to the committed offset, then drops the re-fetched records below it), and its
+    commit then moved past them."""
+    if not key.startswith(_PROGRESS_PREFIX):
+        return None
+    return int(key[len(_PROGRESS_PREFIX) :]), int(value)
+
+
 @dataclass(slots=True)
 class RecoveryWatch:
     limit_s: float
