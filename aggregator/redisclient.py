@@ -15,8 +15,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
-from redis.asyncio.connection import Connection
+from redis.asyncio.connection import Connection, ConnectionPool
 from redis.connection import HiredisRespSerializer
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
 from redis.utils import HIREDIS_AVAILABLE
 
@@ -29,6 +30,17 @@ class HiredisConnection(Connection):
     def pack_command(self, *args: EncodableT) -> list[bytes]:
         assert _PACKER is not None
         return _PACKER.pack(*args)  # type: ignore[arg-type]  # typed as List, takes any args
+
+
+def without_read_timeout(redis: Redis) -> Redis:
+    """A client on a new pool of `redis`'s settings, but no `socket_timeout`: redis-py arms and
+    disarms a timer for each answer it reads (a third of a 54-read pipeline's time), so a
+    caller bounds the whole exchange instead (`TurnPipeline`'s `timeout_s`). The caller
+    closes it."""
+    pool = redis.connection_pool
+    kwargs = {**pool.connection_kwargs, "socket_timeout": None}
+    # from_pool: the client owns its pool, so closing the client closes its connections.
+    return Redis.from_pool(ConnectionPool(connection_class=pool.connection_class, **kwargs))
 
 
 def connect(url: str, **kwargs: Any) -> Redis:
@@ -47,12 +59,15 @@ class TurnPipeline:
     queued by then goes with it, and each is sent after its caller asked for it (a read is
     never older than the request it answers). Answers come back in each caller's order; a
     command Redis refused is its exception, in place (a `NOSCRIPT`, say); a connection error
-    fails every caller of the batch. The API shares one between its rate limiter and its
+    fails every caller of the batch, and so does `timeout_s` passing (redis-py's
+    `TimeoutError`) for the whole pipeline: give it a client without a `socket_timeout`,
+    which redis-py otherwise arms for every answer (`without_read_timeout`). The API shares one between its rate limiter and its
     rollup reader, so a request's rate-limit hit and its generation reads are one round trip.
     """
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, *, timeout_s: float | None = None) -> None:
         self._redis = redis
+        self._timeout_s = timeout_s
         self._pending: list[tuple[Sequence[Command], bool, asyncio.Future[list[Any]]]] = []
         self._sending: set[asyncio.Task[None]] = set()
 
@@ -91,10 +106,14 @@ class TurnPipeline:
                 at.append(i)
             places.append(at)
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for command in sent:
-                    pipe.execute_command(*command)
-                answers = await pipe.execute(raise_on_error=False)
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        for command in sent:
+                            pipe.execute_command(*command)
+                        answers = await pipe.execute(raise_on_error=False)
+            except TimeoutError as exc:  # (redis-py disconnects a read cut short)
+                raise RedisTimeoutError(f"no answer within {self._timeout_s} s") from exc
         except BaseException as exc:
             for _, _, future in batch:
                 if future.done():

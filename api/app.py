@@ -175,7 +175,8 @@ class Api:
         settings = app[SETTINGS]
         # One pipeline per event-loop turn for the rate-limit hits and the rollups' generation
         # reads: a query's hit and its first reads travel together.
-        turn = TurnPipeline(redis)
+        self.turn_redis = redisclient.without_read_timeout(redis)
+        turn = TurnPipeline(self.turn_redis, timeout_s=settings.redis_timeout_s)
         self.rollups = RollupReader(
             redis, cache_bytes=int(settings.query_cache_mib * 2**20), turn=turn
         )
@@ -806,6 +807,7 @@ def create_app(
         gauges.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await gauges
+        await api.turn_redis.aclose()
         if owns_redis:
             await app[REDIS].aclose()
 
