@@ -15,10 +15,13 @@ groups, which nothing here reads. Then runs a real `playpulse api` process and `
   before each request (`rewrite`: what the aggregator's next write does to the caches, no data
   changed), so each request projects every hash anew and writes the projections back (seconds
   each: timed over a few sequential requests on one connection, next to wrk's baseline on one
-  connection); warm, nothing written since (each step's rows in the API's memory); and warm
+  connection); warm, nothing written since (each step kept encoded in the API's memory); warm
   with the open hour's hash written every second, as a live aggregator does (the last day's
-  step is made again per request, from the other hours' projections in Redis and the open
-  hour's hash).
+  step is made again once per write, from the other hours' projections in Redis and the open
+  hour's hash, by one request while those at the same generations wait for it); and live, the
+  open hour's hash written again before each request (timed over sequential requests on one
+  connection, next to wrk's baseline on one connection), so every request makes the last
+  day's step again.
 
 Each query is measured right after the baseline at the same connection count, and printed with
 requests/s, p50/p99 latency and its ratio to the baseline. Not a test: it asserts nothing.
@@ -259,6 +262,25 @@ def flushing_open_hour(redis_url: str) -> Iterator[None]:
         thread.join()
 
 
+def rewrite_open_hour(redis_url: str) -> int:
+    """The open hour's all-dimensions hash written once, as a live aggregator's next flush
+    (the hour before when the clock has just passed into an hour with no data yet)."""
+
+    async def run() -> int:
+        redis = Redis.from_url(redis_url)
+        hour = floor(time.time_ns() // 1_000_000, "hour")
+        try:
+            for start in (hour, hour - HOUR_MS):
+                written = await rewrite(redis, [keys.rollup_key("hour", start, None, None, FULL)])
+                if written:
+                    return written
+            return 0
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(run())
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -294,6 +316,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--cold-requests", type=int, default=3)
+    parser.add_argument("--live-requests", type=int, default=30)
     args = parser.parse_args()
     settings = ApiSettings.from_env()
 
@@ -366,6 +389,7 @@ def main() -> None:
             ("30 d day step, 2 dims, warm", month, 1, ""),
             ("30 d day step, 2 dims, warm", month, args.connections, ""),
             ("30 d, warm, open hour written every 1 s", month, args.connections, "live"),
+            (f"30 d, open hour written before each ({args.live_requests})", month, 1, "each"),
         ]
         for name, url, connections, state in runs:
             base_rps, base_p50, base_p99, _ = wrk(f"{base}/readyz", None, args.seconds, connections)
@@ -380,6 +404,17 @@ def main() -> None:
                 rps, bad = len(times) / sum(times), 0
                 p50, p99 = f"{times[len(times) // 2]:.2f}s", f"{times[-1]:.2f}s max"
                 print(f"  (before each cold request: {rewritten} all-dimensions hashes rewritten)")
+            elif state == "each":  # the open step made again for every request
+                get(url, key)
+                times = []
+                for _ in range(args.live_requests):
+                    if rewrite_open_hour(settings.redis_url) != 1:
+                        raise SystemExit("the open hour's hash was not written")
+                    times.append(get(url, key)[2])
+                times.sort()
+                rps, bad = len(times) / sum(times), 0
+                p50 = f"{times[len(times) // 2] * 1000:.1f}ms"
+                p99 = f"{times[-1] * 1000:.0f}ms max"
             else:
                 live = flushing_open_hour(settings.redis_url) if state == "live" else nullcontext()
                 with live:
