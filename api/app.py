@@ -215,8 +215,14 @@ class Api:
 
     async def _authorize(self, request: web.Request, access: Access) -> ApiKey | None:
         """The request's key (None: public access without one), counted against its limit."""
-        key, counted = await self._authorize_deferred(request, access)
-        await counted
+        secret = bearer_secret(request.headers.get("Authorization"))
+        key = None
+        if secret is not None:
+            key = await self._redis("auth", self.keys.lookup(secret))
+        elif access != "public":  # not counted: nothing was looked up
+            raise AuthError(401, "authorization: an API key is required (Bearer <key>)")
+        await self._count(request, key)  # an unknown key counts against its IP: no guessing
+        self._check_key(request, access, secret, key)
         return key
 
     async def _authorize_deferred(
