@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
-from redis.asyncio.connection import Connection, ConnectionPool
+from redis.asyncio.connection import Connection
 from redis.connection import HiredisRespSerializer
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
@@ -30,17 +30,6 @@ class HiredisConnection(Connection):
     def pack_command(self, *args: EncodableT) -> list[bytes]:
         assert _PACKER is not None
         return _PACKER.pack(*args)  # type: ignore[arg-type]  # typed as List, takes any args
-
-
-def without_read_timeout(redis: Redis) -> Redis:
-    """A client on a new pool of `redis`'s settings, but no `socket_timeout`: redis-py arms and
-    disarms a timer for each answer it reads (a third of a 54-read pipeline's time), so a
-    caller bounds the whole exchange instead (`TurnPipeline`'s `timeout_s`). The caller
-    closes it."""
-    pool = redis.connection_pool
-    kwargs = {**pool.connection_kwargs, "socket_timeout": None}
-    # from_pool: the client owns its pool, so closing the client closes its connections.
-    return Redis.from_pool(ConnectionPool(connection_class=pool.connection_class, **kwargs))
 
 
 def connect(url: str, **kwargs: Any) -> Redis:
@@ -61,7 +50,7 @@ class TurnPipeline:
     command Redis refused is its exception, in place (a `NOSCRIPT`, say); a connection error
     fails every caller of the batch, and so does `timeout_s` passing (redis-py's
     `TimeoutError`) for the whole pipeline: give it a client without a `socket_timeout`,
-    which redis-py otherwise arms for every answer (`without_read_timeout`). The API shares one between its rate limiter and its
+    which redis-py otherwise arms for every answer (`connect(url, socket_timeout=None)`). The API shares one between its rate limiter and its
     rollup reader, so a request's rate-limit hit and its generation reads are one round trip.
     """
 

@@ -28,6 +28,8 @@ from aiohttp import web
 from cachetools import TTLCache
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from aggregator import redisclient
@@ -175,7 +177,17 @@ class Api:
         settings = app[SETTINGS]
         # One pipeline per event-loop turn for the rate-limit hits and the rollups' generation
         # reads: a query's hit and its first reads travel together.
-        self.turn_redis = redisclient.without_read_timeout(redis)
+        # Its own client, without redis-py's timeout per answer: the pipeline has one deadline.
+        # A pipeline that finds its connection closed (Redis restarted while it sat in the
+        # pool: the live-page test saw the first query after a restart answer 503) is sent
+        # once more on a new connection, by redis-py. A hit lost with a connection mid-answer
+        # may so be counted twice: over the limit sooner, never later.
+        self.turn_redis = redisclient.connect(
+            settings.redis_url,
+            socket_timeout=None,
+            socket_connect_timeout=settings.redis_timeout_s,
+            retry=Retry(NoBackoff(), 1),
+        )
         turn = TurnPipeline(self.turn_redis, timeout_s=settings.redis_timeout_s)
         self.rollups = RollupReader(
             redis, cache_bytes=int(settings.query_cache_mib * 2**20), turn=turn
