@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
-from redis.asyncio.connection import Connection
+from redis.asyncio.connection import Connection, ConnectionPool
 from redis.connection import HiredisRespSerializer
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
@@ -30,6 +30,21 @@ class HiredisConnection(Connection):
     def pack_command(self, *args: EncodableT) -> list[bytes]:
         assert _PACKER is not None
         return _PACKER.pack(*args)  # type: ignore[arg-type]  # typed as List, takes any args
+
+
+_POOL_BOUND = ("maint_notifications_pool_handler", "himport_registry")  # the old pool's own
+
+
+def without_read_timeout(redis: Redis, **kwargs: Any) -> Redis:
+    """A client on a new pool with `redis`'s connection settings (changed by `kwargs`) but no
+    `socket_timeout`: redis-py arms and cancels a timer for each answer it reads (a third of
+    a 54-read pipeline's time), so a caller bounds the whole exchange instead
+    (`TurnPipeline`'s `timeout_s`). The caller closes it."""
+    pool = redis.connection_pool
+    settings = {k: v for k, v in pool.connection_kwargs.items() if k not in _POOL_BOUND}
+    settings |= {**kwargs, "socket_timeout": None}
+    # from_pool: the client owns its pool, so closing the client closes its connections.
+    return Redis.from_pool(ConnectionPool(connection_class=pool.connection_class, **settings))
 
 
 def connect(url: str, **kwargs: Any) -> Redis:
@@ -50,7 +65,7 @@ class TurnPipeline:
     command Redis refused is its exception, in place (a `NOSCRIPT`, say); a connection error
     fails every caller of the batch, and so does `timeout_s` passing (redis-py's
     `TimeoutError`) for the whole pipeline: give it a client without a `socket_timeout`,
-    which redis-py otherwise arms for every answer (`connect(url, socket_timeout=None)`). The API shares one between its rate limiter and its
+    which redis-py otherwise arms for every answer (`without_read_timeout`). The API shares one between its rate limiter and its
     rollup reader, so a request's rate-limit hit and its generation reads are one round trip.
     """
 

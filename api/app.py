@@ -182,12 +182,7 @@ class Api:
         # pool: the live-page test saw the first query after a restart answer 503) is sent
         # once more on a new connection, by redis-py. A hit lost with a connection mid-answer
         # may so be counted twice: over the limit sooner, never later.
-        self.turn_redis = redisclient.connect(
-            settings.redis_url,
-            socket_timeout=None,
-            socket_connect_timeout=settings.redis_timeout_s,
-            retry=Retry(NoBackoff(), 1),
-        )
+        self.turn_redis = redisclient.without_read_timeout(redis, retry=Retry(NoBackoff(), 1))
         turn = TurnPipeline(self.turn_redis, timeout_s=settings.redis_timeout_s)
         self.rollups = RollupReader(
             redis, cache_bytes=int(settings.query_cache_mib * 2**20), turn=turn

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from aggregator.redisclient import TurnPipeline, connect
+from aggregator.redisclient import TurnPipeline, without_read_timeout
 
 KEY = "pp:test:turn"
 
@@ -67,8 +67,7 @@ async def test_a_refused_command_is_its_error_in_place(redis: Redis) -> None:
 async def test_the_deadline_bounds_the_whole_exchange_and_the_client_recovers(
     redis: Redis,
 ) -> None:
-    kwargs = redis.connection_pool.connection_kwargs
-    untimed = connect(f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs['db']}")
+    untimed = without_read_timeout(redis)
     try:
         assert untimed.connection_pool.connection_kwargs["socket_timeout"] is None
         turn = TurnPipeline(untimed, timeout_s=0.2)
