@@ -141,14 +141,14 @@ class Collector:
                 log.warning("playback registry unreachable", exc_info=True)
                 return self._unavailable(
                     "registry_unavailable",
-                    len(envelope.events),
+                    envelope.count,
                     "playback registry unavailable, retry later",
                 )
         if playback is None and settings.strict_playbacks:
             return self._reject(
                 403,
                 "unknown_playback",
-                len(envelope.events),
+                envelope.count,
                 f"playback_id: {playback_id!r} is not registered",
             )
 
@@ -160,16 +160,16 @@ class Collector:
         except SinkUnavailable as exc:
             return self._unavailable(
                 "kafka_unavailable",
-                len(envelope.events),
+                envelope.count,
                 f"event store unavailable ({exc.reason}), retry later",
             )
         self.metrics.produce_seconds.observe(time.perf_counter() - produce_started)
         self._envelopes_accepted.inc()
-        self._events_accepted.inc(len(envelope.events))
+        self._events_accepted.inc(envelope.count)
         return _json(
             200,
             {
-                "accepted": len(envelope.events),
+                "accepted": envelope.count,
                 "rejected": [
                     {"index": r.index, "errors": list(r.problems)} for r in envelope.rejected
                 ],
