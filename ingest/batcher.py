@@ -31,12 +31,15 @@ def partition_for(session_id: bytes, partitions: int) -> int:
 
 
 class _Batch:
-    __slots__ = ("done", "items", "size", "timer")
+    __slots__ = ("items", "loop", "size", "timer", "waiters")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
         self.items: list[bytes] = []
         self.size = 0
-        self.done: asyncio.Future[None] = loop.create_future()
+        # One future per item, resolved together: a waiter that gives up cancels only its own
+        # (asyncio.shield per item cost a second future and an extra turn of the loop each).
+        self.waiters: list[asyncio.Future[None]] = []
         self.timer: asyncio.TimerHandle | None = None
 
 
@@ -72,10 +75,11 @@ class PartitionBatcher:
                 loop.call_soon(self._flush_if_current, partition, batch)
         batch.items.append(item)
         batch.size += len(item)
+        waiter = batch.loop.create_future()
+        batch.waiters.append(waiter)
         if len(batch.items) >= self._max_items:
             self._flush(partition)
-        # Shielded: one request giving up must not cancel the record the others wait for.
-        await asyncio.shield(batch.done)
+        await waiter
 
     def _flush_if_current(self, partition: int, batch: _Batch) -> None:
         if self._open.get(partition) is batch:
@@ -95,10 +99,13 @@ class PartitionBatcher:
         try:
             await self._send(partition, self._encode(batch.items))
         except Exception as exc:
-            batch.done.set_exception(exc)
-            batch.done.exception()  # retrieved: waiters that gave up must not warn
+            for waiter in batch.waiters:
+                if not waiter.done():  # cancelled: its request gave up
+                    waiter.set_exception(exc)
         else:
-            batch.done.set_result(None)
+            for waiter in batch.waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     async def drain(self) -> None:
         """Sends what is open and waits for every record under way (used at shutdown)."""

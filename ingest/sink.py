@@ -20,6 +20,7 @@ import time
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from prometheus_client import Histogram
 
 from ingest.batcher import PartitionBatcher, partition_for
 from ingest.record import encode_record
@@ -37,8 +38,16 @@ class SinkUnavailable(Exception):
 
 
 class BeaconSink:
-    def __init__(self, settings: IngestSettings, *, max_in_flight: int = 10_000) -> None:
+    def __init__(
+        self,
+        settings: IngestSettings,
+        *,
+        max_in_flight: int = 10_000,
+        produce_seconds: Histogram | None = None,
+    ) -> None:
         self._settings = settings
+        # Observed once per record (a record carries the envelopes of many requests).
+        self._produce_seconds = produce_seconds
         self._max_in_flight = max_in_flight
         self._producer: AIOKafkaProducer | None = None
         self._connector: asyncio.Task[None] | None = None
@@ -130,6 +139,7 @@ class BeaconSink:
         producer = self._producer
         if producer is None:
             raise SinkUnavailable("kafka not connected")
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self._settings.produce_timeout_s):
                 fut = await producer.send(self._settings.topic, value=value, partition=partition)
@@ -138,3 +148,5 @@ class BeaconSink:
             # Fail fast for a little while: every waiting request would time out the same way.
             self._down_until = time.monotonic() + self._settings.retry_after_s / 2
             raise SinkUnavailable(f"kafka did not acknowledge: {type(exc).__name__}") from exc
+        if self._produce_seconds is not None:
+            self._produce_seconds.observe(time.perf_counter() - started)

@@ -72,6 +72,17 @@ async def test_a_cancelled_waiter_does_not_cancel_the_record() -> None:
     assert send.sent == [(0, [b"a", b"b"])]
 
 
+async def test_a_cancelled_waiter_of_a_failed_record_leaves_the_others_their_error() -> None:
+    batcher = PartitionBatcher(Recorder(fail=RuntimeError("nope")), join, linger_s=0.01)
+    impatient = asyncio.create_task(batcher.add(0, b"a"))
+    patient = asyncio.create_task(batcher.add(0, b"b"))
+    await asyncio.sleep(0)
+    impatient.cancel()
+    with pytest.raises(RuntimeError, match="nope"):
+        await patient
+    assert impatient.cancelled()
+
+
 async def test_drain_sends_what_is_open() -> None:
     send = Recorder()
     batcher = PartitionBatcher(send, join, linger_s=60)
