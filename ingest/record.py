@@ -3,7 +3,7 @@
 The collector coalesces the envelopes it accepts at about the same time for the same partition
 (`ingest.batcher`): the partition is Kafka's default partitioner applied to the `session_id`, so
 every envelope of a session lands in one partition, in acceptance order. Records carry no key.
-Value: an orjson-encoded object, version 2:
+Value: a JSON object (orjson), version 2:
 
     {"v": 2,
      "envelopes": [
@@ -13,7 +13,8 @@ Value: an orjson-encoded object, version 2:
         "playback": {"creatorId": …, "assetId": …, "streamId": …},   # playback registry, or nulls
         "dims": {"deviceType": …, "device": …, "cpu": …, "os": …, "browser": …, "browserEngine": …,
                  "continent": …, "country": …, "subdivision": …, "timezone": …, "geohash": …},
-        "events": [{...}, ...]},                # the valid events, as sent
+        "events": [{...}, ...]},                # the valid events, as sent (their JSON text
+                                                #   itself when the whole body was valid)
        ...]}
 
 Enrichment lives only here, server side; nothing the client sent under these names is trusted.
