@@ -25,6 +25,7 @@ from typing import Any
 
 import faust
 import orjson
+from faust.transport.drivers.aiokafka import Consumer as FaustKafkaConsumer
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -42,6 +43,9 @@ from aggregator.watchdog import (
     EXIT_RECORD_SKIPPED,
     EXIT_RECOVERY_STALLED,
     RecoveryWatch,
+    progress_key,
+    progress_of,
+    progress_record,
     skipped_offsets,
 )
 from ingest.record import envelopes_of
@@ -74,6 +78,10 @@ class Aggregator:
         self.table: Any = None  # the sessions table, set by `create_app`
         # the table decoded by partition, for rebuilds (None: decode it again)
         self.table_by_partition: dict[int, list[tuple[str, SessionEntry]]] | None = None
+        # partition -> last offset whose changes the table holds (decoded with the table)
+        self.progress: dict[int, int] = {}
+        self.saved_offsets: dict[int, int] = {}  # partition -> last offset written to the table
+        self.first_due: dict[int, int] = {}  # partition -> offset its next record must have
         self.held: list[tuple[Any, Any]] = []  # (stream, event) processed, not acked yet
         self.sending: list[asyncio.Future[Any]] = []  # changelog records not acknowledged yet
         self.stopping = False
@@ -108,7 +116,11 @@ class Aggregator:
             registry=self.registry,
         )
 
-    async def partition(self, partition: int, table: Any) -> PartitionAggregate:
+    async def partition(
+        self, partition: int, table: Any, consumer: Any = None, tp: Any = None
+    ) -> PartitionAggregate:
+        """The partition's derived state, rebuilt from the sessions table if it has none; a
+        rebuild also sets the offset its next record must have (`first_due`)."""
         part = self.parts.get(partition)
         if part is None:
             part = PartitionAggregate(
@@ -119,14 +131,27 @@ class Aggregator:
             # The memory store holds every partition this worker has: it is decoded once and
             # split by partition for the rebuilds that follow a `forget`.
             if self.table_by_partition is None:
-                self.table_by_partition = {}
+                self.table_by_partition, self.progress = {}, {}
                 for key, value in list(table.data.items()):
+                    if (progress := progress_of(key, value)) is not None:
+                        self.progress[progress[0]] = progress[1]
+                        continue
                     entry = SessionEntry.from_bytes(value)
                     session_id = key.decode() if isinstance(key, bytes) else key
                     self.table_by_partition.setdefault(entry.partition, []).append(
                         (session_id, entry)
                     )
             part.rebuild(self.table_by_partition.pop(partition, []))
+            # The first record is then checked against what the table has (`progress_of`).
+            last = self.saved_offsets[partition] = self.progress.pop(partition, -1)
+            if last >= 0:
+                self.first_due[partition] = last + 1
+            elif consumer is not None and consumer._committed_offset.get(tp) is None:
+                # Nothing in the table nor committed yet: the first record due is the
+                # partition's earliest (in `beacons`, the first ever written if none expired).
+                self.first_due[partition] = (await consumer.earliest_offsets(tp))[tp]
+            else:
+                self.first_due.pop(partition, None)
             key = EPOCH_KEY.format(
                 app=self.settings.app_id, topic=self.settings.topic, partition=partition
             )
@@ -173,6 +198,13 @@ class Aggregator:
                     key, value = session_id.encode(), entry.to_bytes()
                     table.data[key] = value
                     sent.append(table.send_changelog(part.partition, key, value))
+                if part.offset >= 0 and part.offset != self.saved_offsets.get(part.partition):
+                    # after the sessions, in the same changelog partition: when recovery has
+                    # this, it has them
+                    key, value = progress_key(part.partition), progress_record(part.offset)
+                    table.data[key] = value
+                    sent.append(table.send_changelog(part.partition, key, value))
+                    self.saved_offsets[part.partition] = part.offset
         held, self.held = self.held, []
         # A record folded while an earlier checkpoint's records were on their way (the agent
         # awaits while publishing views) waits for those too.
@@ -244,11 +276,42 @@ def _ack(held: list[tuple[Any, Any]]) -> None:
             stream._on_message_out(message.tp, message.offset, message)
 
 
+class BeaconsConsumer(FaustKafkaConsumer):
+    """faust's Kafka consumer without its gap filling.
+
+    When the offsets its fetch loop hands on jump (a compacted or transactional topic has such
+    holes), faust marks the missing offsets acked, so the commit moves past them. `beacons` has
+    no such holes; the jumps seen here were records faust dropped after a rebalance, and filling
+    them lost those records for good (the agent's guard exits before acking past a hole, but a
+    commit could still carry the gap). Without the filling a commit stops at the hole."""
+
+    async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
+        log.warning(
+            "%s: the consumer's fetch loop jumped from %d to %d; not counting the offsets "
+            "between as processed",
+            tp,
+            offset_from - 1,
+            offset_to,
+        )
+
+
 class AggregatorApp(faust.App):
-    """faust's App that checkpoints before it waits for the streams' acks when it stops (its
-    timers have stopped by then, so the flush's checkpoint would never come)."""
+    """faust's App with `BeaconsConsumer`, and that checkpoints before it waits for the
+    streams' acks when it stops (its timers have stopped by then, so the flush's checkpoint
+    would never come)."""
 
     aggregator: Aggregator
+
+    def _new_consumer(self) -> Any:
+        # `App._new_consumer` through `Transport.create_consumer`, with our class
+        return BeaconsConsumer(
+            self.transport,
+            callback=self.topics.on_message,
+            loop=self.transport.loop,
+            on_partitions_revoked=self._on_partitions_revoked,
+            on_partitions_assigned=self._on_partitions_assigned,
+            beacon=self.beacon,
+        )
 
     async def on_stop(self) -> None:
         self.aggregator.stopping = True
@@ -314,8 +377,12 @@ def create_app(settings: AggregatorSettings) -> faust.App:
         manual = stream.noack()
         async for event in manual.events():
             message = event.message
-            part = await agg.partition(message.partition, sessions)
-            missing = skipped_offsets(part.offset, message.offset)
+            part = await agg.partition(message.partition, sessions, app.consumer, message.tp)
+            # no await from here to the fold: a `forget` cannot come between
+            due = agg.first_due.pop(message.partition, None)
+            if due is None and part.offset >= 0:
+                due = part.offset + 1
+            missing = skipped_offsets(due, message.offset)
             if missing:
                 log.error(
                     "partition %d: offsets %d-%d never reached the agent (a record skipped by "

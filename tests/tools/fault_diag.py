@@ -24,6 +24,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from aggregator.partition import SessionEntry
+from aggregator.watchdog import progress_of
 from aggregator.worker import envelopes_of
 
 
@@ -86,11 +87,13 @@ def commits(records: list[ConsumerRecord[Any, Any]], group: str, topic: str) -> 
 async def main(boot: str, app_id: str, topic: str, log: str, partitions: int) -> None:
     want = accepted_playing(log)
     changelog = await read_all(boot, f"{app_id}-sessions-changelog", partitions)
-    last = {r.key.decode(): r for r in changelog}
+    last = {r.key.decode(): r for r in changelog if progress_of(r.key, r.value) is None}
     got = {
         sid: sum(c.playing_ms for c in SessionEntry.from_bytes(r.value).totals.values())
         for sid, r in last.items()
     }
+    progress = [p for r in changelog if (p := progress_of(r.key, r.value)) is not None]
+    print("changelog progress (partition, last offset):", dict(progress))
     bad = [sid for sid, hbs in want.items() if got.get(sid) != sum(hbs.values())]
     print(f"{len(want)} sessions in the log, {len(got)} in the changelog, {len(bad)} differ")
     if not bad:
