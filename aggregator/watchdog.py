@@ -20,16 +20,18 @@ EXIT_RECOVERY_STALLED: Final = 75  # EX_TEMPFAIL: try again
 EXIT_RECORD_SKIPPED: Final = 75  # the same: a restart re-reads from the committed offset
 
 
-def skipped_offsets(last: int, offset: int) -> range:
-    """The offsets of a partition that were never handed to the agent between the last record
-    it processed (`last`, -1: none since the partition was taken) and this one (`offset`).
+def skipped_offsets(due: int | None, offset: int) -> range:
+    """The offsets of a partition that were never handed to the agent: from the one due next
+    (`due`: one past the last record processed, or where a partition just taken must resume;
+    None: not known) up to this record's (`offset`).
 
     `beacons` is neither compacted nor written in transactions, so its offsets are contiguous
-    and the agent should see every one. faust-streaming 0.15.3 was seen to skip one record in
-    a fault test (its consumer's fetch loop marks a record read whether or not it reached the
-    stream); the worker then exits with `EXIT_RECORD_SKIPPED` before acking anything after the
-    hole, so the committed offset stays at or before it and a restart reads it again."""
-    return range(last + 1, offset) if last >= 0 else range(0)
+    and the agent should see every one. faust-streaming 0.15.3 was seen to skip records in the
+    fault tests (records prefetched before a rebalance handed on ahead of the seek to the
+    committed offset); the worker then exits with `EXIT_RECORD_SKIPPED` before acking anything
+    after the hole, so the committed offset stays at or before it and a restart reads it
+    again. An offset before the one due is a re-delivery, not a hole."""
+    return range(0) if due is None else range(due, offset)
 
 
 # The sessions table also holds, per partition, the last offset whose changes it has: a key no

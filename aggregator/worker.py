@@ -21,7 +21,7 @@ import logging
 import os
 import time
 import uuid
-from typing import Any, cast
+from typing import Any
 
 import faust
 import orjson
@@ -81,6 +81,7 @@ class Aggregator:
         # partition -> last offset whose changes the table holds (decoded with the table)
         self.progress: dict[int, int] = {}
         self.saved_offsets: dict[int, int] = {}  # partition -> last offset written to the table
+        self.first_due: dict[int, int] = {}  # partition -> offset its next record must have
         self.held: list[tuple[Any, Any]] = []  # (stream, event) processed, not acked yet
         self.sending: list[asyncio.Future[Any]] = []  # changelog records not acknowledged yet
         self.stopping = False
@@ -115,7 +116,11 @@ class Aggregator:
             registry=self.registry,
         )
 
-    async def partition(self, partition: int, table: Any) -> PartitionAggregate:
+    async def partition(
+        self, partition: int, table: Any, consumer: Any = None, tp: Any = None
+    ) -> PartitionAggregate:
+        """The partition's derived state, rebuilt from the sessions table if it has none; a
+        rebuild also sets the offset its next record must have (`first_due`)."""
         part = self.parts.get(partition)
         if part is None:
             part = PartitionAggregate(
@@ -138,7 +143,15 @@ class Aggregator:
                     )
             part.rebuild(self.table_by_partition.pop(partition, []))
             # The first record is then checked against what the table has (`progress_of`).
-            part.offset = self.saved_offsets[partition] = self.progress.pop(partition, -1)
+            last = self.saved_offsets[partition] = self.progress.pop(partition, -1)
+            if last >= 0:
+                self.first_due[partition] = last + 1
+            elif consumer is not None and consumer._committed_offset.get(tp) is None:
+                # Nothing in the table nor committed yet: the first record due is the
+                # partition's earliest (in `beacons`, the first ever written if none expired).
+                self.first_due[partition] = (await consumer.earliest_offsets(tp))[tp]
+            else:
+                self.first_due.pop(partition, None)
             key = EPOCH_KEY.format(
                 app=self.settings.app_id, topic=self.settings.topic, partition=partition
             )
@@ -185,7 +198,7 @@ class Aggregator:
                     key, value = session_id.encode(), entry.to_bytes()
                     table.data[key] = value
                     sent.append(table.send_changelog(part.partition, key, value))
-                if part.offset != self.saved_offsets.get(part.partition):
+                if part.offset >= 0 and part.offset != self.saved_offsets.get(part.partition):
                     # after the sessions, in the same changelog partition: when recovery has
                     # this, it has them
                     key, value = progress_key(part.partition), progress_record(part.offset)
@@ -364,15 +377,12 @@ def create_app(settings: AggregatorSettings) -> faust.App:
         manual = stream.noack()
         async for event in manual.events():
             message = event.message
-            part = await agg.partition(message.partition, sessions)
-            consumer = cast(BeaconsConsumer, app.consumer)
-            if part.offset < 0 and consumer._committed_offset.get(message.tp) is None:
-                # Nothing in the table nor committed yet: the partition's first record due is
-                # its earliest one (in `beacons`, the first ever written if nothing expired).
-                earliest = (await consumer.earliest_offsets(message.tp))[message.tp]
-                missing = range(earliest, message.offset)
-            else:
-                missing = skipped_offsets(part.offset, message.offset)
+            part = await agg.partition(message.partition, sessions, app.consumer, message.tp)
+            # no await from here to the fold: a `forget` cannot come between
+            due = agg.first_due.pop(message.partition, None)
+            if due is None and part.offset >= 0:
+                due = part.offset + 1
+            missing = skipped_offsets(due, message.offset)
             if missing:
                 log.error(
                     "partition %d: offsets %d-%d never reached the agent (a record skipped by "

@@ -6,9 +6,10 @@ for the same partition travel as one record (format in `ingest.record`). The par
 chosen from the session id the way Kafka's default partitioner chooses it from a key
 (murmur2), so every envelope of a session lands in the same partition, in acceptance order.
 
-Contract of `PartitionBatcher.add`: it returns once the record holding the item was
-acknowledged, and raises whatever the injected `send` raised for that record; every item of a
-record shares its outcome. A batch is sent when it reaches `max_items` or `max_bytes`, or
+Contract of `PartitionBatcher.add`: it returns the item's own future (no coroutine between the
+request and its record), resolved once the record holding the item was acknowledged, or set to
+whatever the injected `send` raised for that record; every item of a record shares its outcome,
+and cancelling one item's future touches no other. A batch is sent when it reaches `max_items` or `max_bytes`, or
 `linger_s` after its first item, whichever comes first. Nothing here blocks or buffers without
 bound: each request waits for its own batch, and the sink bounds how long that takes.
 """
@@ -31,12 +32,15 @@ def partition_for(session_id: bytes, partitions: int) -> int:
 
 
 class _Batch:
-    __slots__ = ("done", "items", "size", "timer")
+    __slots__ = ("items", "loop", "size", "timer", "waiters")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
         self.items: list[bytes] = []
         self.size = 0
-        self.done: asyncio.Future[None] = loop.create_future()
+        # One future per item, resolved together: a waiter that gives up cancels only its own
+        # (asyncio.shield per item cost a second future and an extra turn of the loop each).
+        self.waiters: list[asyncio.Future[None]] = []
         self.timer: asyncio.TimerHandle | None = None
 
 
@@ -57,8 +61,9 @@ class PartitionBatcher:
         self._max_bytes = max_bytes
         self._open: dict[int, _Batch] = {}
         self._sending: set[asyncio.Task[None]] = set()
+        self.pending = 0  # items added whose record is not answered yet
 
-    async def add(self, partition: int, item: bytes) -> None:
+    def add(self, partition: int, item: bytes) -> asyncio.Future[None]:
         batch = self._open.get(partition)
         if batch is not None and batch.size + len(item) > self._max_bytes:
             self._flush(partition)
@@ -72,10 +77,12 @@ class PartitionBatcher:
                 loop.call_soon(self._flush_if_current, partition, batch)
         batch.items.append(item)
         batch.size += len(item)
+        waiter = batch.loop.create_future()
+        batch.waiters.append(waiter)
+        self.pending += 1
         if len(batch.items) >= self._max_items:
             self._flush(partition)
-        # Shielded: one request giving up must not cancel the record the others wait for.
-        await asyncio.shield(batch.done)
+        return waiter
 
     def _flush_if_current(self, partition: int, batch: _Batch) -> None:
         if self._open.get(partition) is batch:
@@ -95,10 +102,15 @@ class PartitionBatcher:
         try:
             await self._send(partition, self._encode(batch.items))
         except Exception as exc:
-            batch.done.set_exception(exc)
-            batch.done.exception()  # retrieved: waiters that gave up must not warn
+            self.pending -= len(batch.waiters)
+            for waiter in batch.waiters:
+                if not waiter.done():  # cancelled: its request gave up
+                    waiter.set_exception(exc)
         else:
-            batch.done.set_result(None)
+            self.pending -= len(batch.waiters)
+            for waiter in batch.waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     async def drain(self) -> None:
         """Sends what is open and waits for every record under way (used at shutdown)."""

@@ -7,6 +7,11 @@ it by hand, with a fast path: `validate_envelope` first converts the document to
 built from the same field table (~6 µs for 20 heartbeats, against ~28 µs by hand). Those types
 accept only what the hand-written rules accept, and anything they refuse goes through the rules
 by hand, which alone word the problems; so the fast path changes the speed, never the answer.
+`parse_beacon` goes one step further for the common body: msgspec decodes the bytes straight into
+the same types, with unknown fields refused (~13 µs for 20 heartbeats, against ~20 µs for
+orjson then the fast path); such a body holds only values the rules accept (bounded numbers,
+strings of valid UTF-8), so its events' JSON text is kept as sent and spliced into the Kafka
+record instead of decoding and encoding them again. Any other body takes the way above.
 
 A partly bad envelope is handled at two levels:
 
@@ -90,11 +95,61 @@ class RejectedEvent:
     problems: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
 class Envelope:
-    fields: dict[str, Any]
-    events: tuple[dict[str, Any], ...]
-    rejected: tuple[RejectedEvent, ...]
+    """An accepted envelope: its fields as sent (minus `events`), its valid events, the rejected.
+
+    The events are held either as the objects sent (`validate_envelope`) or as their JSON text
+    exactly as sent (`parse_beacon`'s strict path); `events` and `events_json` give either form,
+    converting (once) only when asked, and `count` is their number.
+    """
+
+    __slots__ = ("_events", "_events_json", "count", "fields", "rejected")
+
+    def __init__(
+        self,
+        fields: dict[str, Any],
+        events: tuple[dict[str, Any], ...] | None = None,
+        rejected: tuple[RejectedEvent, ...] = (),
+        *,
+        events_json: bytes | None = None,
+        count: int | None = None,
+    ) -> None:
+        if (events is None) == (events_json is None):
+            raise TypeError("Envelope takes either events or events_json")
+        self.fields = fields
+        self.rejected = rejected
+        self._events = events
+        self._events_json = events_json
+        if events is not None:
+            count = len(events)
+        self.count = count if count is not None else len(self.events)
+
+    @property
+    def events(self) -> tuple[dict[str, Any], ...]:
+        if self._events is None:
+            self._events = tuple(orjson.loads(self._events_json or b"[]"))
+        return self._events
+
+    @property
+    def events_json(self) -> bytes:
+        """The events as a JSON array: the text sent, when the envelope came that way."""
+        if self._events_json is None:
+            self._events_json = orjson.dumps(self._events)
+        return self._events_json
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Envelope):
+            return NotImplemented
+        return (self.fields, self.rejected, self.events) == (
+            other.fields,
+            other.rejected,
+            other.events,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Envelope(fields={self.fields!r}, count={self.count}, rejected={self.rejected!r})"
 
 
 def decode_body(body: bytes) -> Any:
@@ -114,6 +169,10 @@ def decode_body(body: bytes) -> Any:
 
 
 def parse_beacon(body: bytes, *, max_events: int) -> Envelope:
+    """Decode and check a body; returns the envelope with its valid events, or raises InvalidBeacon."""
+    envelope = _parse_strict(body, max_events)
+    if envelope is not None:
+        return envelope
     return validate_envelope(decode_body(body), max_events=max_events)
 
 
@@ -406,12 +465,18 @@ _PLAIN_EVENT_TYPES: Final = (
 
 
 def _fast_struct(
-    name: str, shape: _Shape, *, more: tuple[tuple[str, Any], ...] = (), **options: Any
+    name: str,
+    shape: _Shape,
+    *,
+    more: tuple[tuple[str, Any], ...] = (),
+    default: Any = None,
+    **options: Any,
 ) -> Any:
     """A msgspec Struct accepting the objects that have no problem against `shape`.
 
     `more` adds required fields. Unknown fields are ignored (kept in the document, never
-    checked), as by hand; optional fields default to None, a default msgspec never checks.
+    checked), as by hand, unless `options` forbid them; optional fields default to `default`
+    (None or UNSET), a default msgspec never checks.
     """
     fields = shape.fields
     return msgspec.defstruct(
@@ -419,31 +484,76 @@ def _fast_struct(
         [
             *((field, fields[field].spec) for field in shape.required),
             *more,
-            *((f, v.spec, None) for f, v in fields.items() if f not in shape.required_set),
+            *((f, v.spec, default) for f, v in fields.items() if f not in shape.required_set),
         ],
         **options,
     )
 
 
-def _fast_event(kind: str, shape: _Shape) -> Any:
+def _fast_event(kind: str, shape: _Shape, prefix: str = "_FastEvent", **options: Any) -> Any:
     # The event's type is the union's tag, checked by the union, not a field of the struct.
     untyped = _Shape.of(
         required={f: shape.fields[f] for f in shape.required if f != "type"},
         optional={f: v for f, v in shape.fields.items() if f not in shape.required_set},
     )
-    return _fast_struct(f"_FastEvent_{kind}", untyped, tag_field="type", tag=kind)
+    return _fast_struct(f"{prefix}_{kind}", untyped, tag_field="type", tag=kind, **options)
 
 
-_FAST_EVENT: Final = functools.reduce(
-    operator.or_,
-    [_fast_event(kind, shape) for kind, shape in _EVENT_SHAPES.items()]
-    + [_fast_event(kind, _EVENT) for kind in _PLAIN_EVENT_TYPES],
-)
+def _fast_event_union(prefix: str = "_FastEvent", **options: Any) -> Any:
+    return functools.reduce(
+        operator.or_,
+        [_fast_event(kind, shape, prefix, **options) for kind, shape in _EVENT_SHAPES.items()]
+        + [_fast_event(kind, _EVENT, prefix, **options) for kind in _PLAIN_EVENT_TYPES],
+    )
+
+
+_FAST_EVENT: Final = _fast_event_union()
 _FAST_ENVELOPE: Final = _fast_struct(
     "_FastEnvelope",
     _ENVELOPE,
     more=(("events", list[_FAST_EVENT]),),  # type: ignore[valid-type]
 )
+
+# The strict path of `parse_beacon`: the same types decoded from the bytes, unknown fields
+# refused, so that every value of an accepted body was checked; the events are decoded only to
+# be checked (gc=False: they hold scalars and are dropped at once), their text kept (`Raw`).
+_STRICT_ENVELOPE: Final = msgspec.json.Decoder(
+    _fast_struct(
+        "_StrictEnvelope",
+        _ENVELOPE,
+        more=(("events", msgspec.Raw),),
+        default=msgspec.UNSET,
+        forbid_unknown_fields=True,
+        gc=False,
+    )
+)
+_STRICT_EVENTS: Final = msgspec.json.Decoder(
+    list[_fast_event_union("_StrictEvent", forbid_unknown_fields=True, gc=False)]  # type: ignore[misc]
+)
+_ENVELOPE_FIELD_NAMES: Final = tuple(_ENVELOPE.fields)
+
+
+def _parse_strict(body: bytes, max_events: int) -> Envelope | None:
+    """The envelope of a body whose every field is known and valid, or None (then the caller
+    takes the general way, which alone words problems and keeps unknown fields).
+
+    What this accepts, orjson (the aggregator's decoder) reads as the same values: duplicate
+    keys are all checked and the last one counts in both, and the events' text is exactly the
+    events checked. Numbers are bounded and strings valid UTF-8 by the types, and unknown fields,
+    the only place for unbounded numbers or unchecked strings, are refused.
+    """
+    try:
+        head = _STRICT_ENVELOPE.decode(body)
+        count = len(_STRICT_EVENTS.decode(head.events))
+    except (msgspec.DecodeError, ValueError, RecursionError):
+        # Malformed, refused by the types (ValidationError), invalid UTF-8 (UnicodeDecodeError)
+        # or nested too deep: the general way words it.
+        return None
+    if not 0 < count <= max_events:
+        return None
+    unset = msgspec.UNSET
+    fields = {n: v for n in _ENVELOPE_FIELD_NAMES if (v := getattr(head, n)) is not unset}
+    return Envelope(fields, events_json=bytes(head.events), count=count)
 
 
 def _all_valid(doc: Any, max_events: int) -> bool:

@@ -3,7 +3,7 @@
 The collector coalesces the envelopes it accepts at about the same time for the same partition
 (`ingest.batcher`): the partition is Kafka's default partitioner applied to the `session_id`, so
 every envelope of a session lands in one partition, in acceptance order. Records carry no key.
-Value: an orjson-encoded object, version 2:
+Value: a JSON object (orjson), version 2:
 
     {"v": 2,
      "envelopes": [
@@ -13,7 +13,8 @@ Value: an orjson-encoded object, version 2:
         "playback": {"creatorId": …, "assetId": …, "streamId": …},   # playback registry, or nulls
         "dims": {"deviceType": …, "device": …, "cpu": …, "os": …, "browser": …, "browserEngine": …,
                  "continent": …, "country": …, "subdivision": …, "timezone": …, "geohash": …},
-        "events": [{...}, ...]},                # the valid events, as sent
+        "events": [{...}, ...]},                # the valid events, as sent (their JSON text
+                                                #   itself when the whole body was valid)
        ...]}
 
 Enrichment lives only here, server side; nothing the client sent under these names is trusted.
@@ -31,6 +32,7 @@ from ingest.registry import Playback
 RECORD_VERSION = 2
 _HEAD = b'{"v":2,"envelopes":['
 _TAIL = b"]}"
+_EVENTS_KEY = b',"events":'
 
 
 def envelope_item(
@@ -41,7 +43,10 @@ def envelope_item(
     dims: dict[str, str | None],
     playback: Playback | None,
 ) -> bytes:
-    return orjson.dumps(
+    """One envelope's object of the record. The events go in as their JSON text
+    (`Envelope.events_json`: as sent, when the envelope came by `parse_beacon`'s strict path),
+    spliced after the rest instead of being decoded and encoded again."""
+    head = orjson.dumps(
         {
             "server_timestamp": server_ts_ms,
             "envelope": envelope.fields,
@@ -52,9 +57,9 @@ def envelope_item(
                 "streamId": playback.stream_id if playback else None,
             },
             "dims": dims,
-            "events": envelope.events,
         }
     )
+    return b"".join((head[:-1], _EVENTS_KEY, envelope.events_json, b"}"))
 
 
 def encode_record(items: list[bytes]) -> bytes:

@@ -1,10 +1,10 @@
 """The collector's Kafka sink: an idempotent producer that answers only once Kafka has acknowledged.
 
-Contract of `BeaconSink.publish`: it returns after the broker acknowledged the record holding
-the envelope (acks=all; envelopes are coalesced per partition by `ingest.batcher`), or
-raises `SinkUnavailable` within `produce_timeout_s`. It never buffers beyond aiokafka's own bounded
-accumulator (about one batch per partition), and refuses at once while more than `max_in_flight`
-records wait, or while Kafka is known to be down, so a Kafka outage turns into fast 503s instead of
+Contract of `BeaconSink.publish`: the future it returns resolves after the broker acknowledged
+the record holding the envelope (acks=all; envelopes are coalesced per partition by
+`ingest.batcher`), or fails with `SinkUnavailable` within `produce_timeout_s`. It never buffers
+beyond aiokafka's own bounded accumulator (about one batch per partition), and refuses at once
+while more than `max_in_flight` envelopes wait, or while Kafka is known to be down, so a Kafka outage turns into fast 503s instead of
 growing memory. A record whose wait timed out may still be delivered later (aiokafka cannot cancel
 a send): that outcome is ambiguous, the player re-sends the same event ids, and the aggregator
 deduplicates on event id.
@@ -20,6 +20,7 @@ import time
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from prometheus_client import Histogram
 
 from ingest.batcher import PartitionBatcher, partition_for
 from ingest.record import encode_record
@@ -37,12 +38,19 @@ class SinkUnavailable(Exception):
 
 
 class BeaconSink:
-    def __init__(self, settings: IngestSettings, *, max_in_flight: int = 10_000) -> None:
+    def __init__(
+        self,
+        settings: IngestSettings,
+        *,
+        max_in_flight: int = 10_000,
+        produce_seconds: Histogram | None = None,
+    ) -> None:
         self._settings = settings
+        # Observed once per record (a record carries the envelopes of many requests).
+        self._produce_seconds = produce_seconds
         self._max_in_flight = max_in_flight
         self._producer: AIOKafkaProducer | None = None
         self._connector: asyncio.Task[None] | None = None
-        self._in_flight = 0
         self._partitions = 0
         self._batcher = PartitionBatcher(
             self._send_record, encode_record, linger_s=settings.batch_linger_ms / 1000
@@ -52,7 +60,7 @@ class BeaconSink:
 
     @property
     def in_flight(self) -> int:
-        return self._in_flight
+        return self._batcher.pending
 
     @property
     def ready(self) -> bool:
@@ -112,24 +120,23 @@ class BeaconSink:
         finally:
             await admin.close()
 
-    async def publish(self, session_id: bytes, item: bytes) -> None:
-        """Waits until Kafka acknowledged the record carrying `item` (an `envelope_item`)."""
+    def publish(self, session_id: bytes, item: bytes) -> asyncio.Future[None]:
+        """A future resolved once Kafka acknowledged the record carrying `item` (an
+        `envelope_item`), or set to SinkUnavailable; raises SinkUnavailable at once when Kafka
+        is not connected, known to be down, or too many envelopes wait."""
         if self._producer is None:
             raise SinkUnavailable("kafka not connected")
         if time.monotonic() < self._down_until:
             raise SinkUnavailable("kafka unavailable")
-        if self._in_flight >= self._max_in_flight:
+        if self._batcher.pending >= self._max_in_flight:
             raise SinkUnavailable("too many records in flight")
-        self._in_flight += 1
-        try:
-            await self._batcher.add(partition_for(session_id, self._partitions), item)
-        finally:
-            self._in_flight -= 1
+        return self._batcher.add(partition_for(session_id, self._partitions), item)
 
     async def _send_record(self, partition: int, value: bytes) -> None:
         producer = self._producer
         if producer is None:
             raise SinkUnavailable("kafka not connected")
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self._settings.produce_timeout_s):
                 fut = await producer.send(self._settings.topic, value=value, partition=partition)
@@ -138,3 +145,5 @@ class BeaconSink:
             # Fail fast for a little while: every waiting request would time out the same way.
             self._down_until = time.monotonic() + self._settings.retry_after_s / 2
             raise SinkUnavailable(f"kafka did not acknowledge: {type(exc).__name__}") from exc
+        if self._produce_seconds is not None:
+            self._produce_seconds.observe(time.perf_counter() - started)

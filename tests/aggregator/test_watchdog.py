@@ -47,17 +47,22 @@ def test_never_stalled_while_reading(steps: list[int]) -> None:
 
 
 def test_a_hole_in_a_partitions_offsets_is_named() -> None:
-    assert list(skipped_offsets(174, 176)) == [175]
-    assert list(skipped_offsets(10, 14)) == [11, 12, 13]
+    assert list(skipped_offsets(175, 176)) == [175]
+    assert list(skipped_offsets(11, 14)) == [11, 12, 13]
+    assert list(skipped_offsets(0, 2)) == [0, 1]  # a partition's first records
 
 
-@given(st.integers(min_value=-1, max_value=10_000), st.integers(min_value=0, max_value=10_000))
-def test_only_a_forward_jump_after_a_known_offset_is_a_hole(last: int, offset: int) -> None:
-    missing = skipped_offsets(last, offset)
-    if last < 0 or offset <= last + 1:  # the first record taken, the next, or a re-delivery
+@given(
+    st.none() | st.integers(min_value=0, max_value=10_000),
+    st.integers(min_value=0, max_value=10_000),
+)
+def test_only_a_record_beyond_the_one_due_is_a_hole(due: int | None, offset: int) -> None:
+    missing = skipped_offsets(due, offset)
+    if due is None or offset <= due:  # nothing known, the record due, or a re-delivery
         assert not missing
     else:
-        assert list(missing) == list(range(last + 1, offset))
+        assert list(missing) == list(range(due, offset))
+        assert len(missing) == offset - due
 
 
 @given(st.integers(min_value=0, max_value=10_000), st.integers(min_value=0, max_value=2**40))

@@ -149,7 +149,7 @@ class GranianCollector:
             except RedisError:
                 logging.warning("playback registry unreachable", exc_info=True)
                 return self._reject(
-                    503, "registry_unavailable", len(envelope.events), "registry", retry=True
+                    503, "registry_unavailable", envelope.count, "registry", retry=True
                 )
         server_ts_ms = time.time_ns() // 1_000_000
         record = enriched_record(
@@ -166,14 +166,12 @@ class GranianCollector:
         try:
             await self.sink.publish(fields["session_id"].encode(), record)
         except SinkUnavailable as exc:
-            return self._reject(
-                503, "kafka_unavailable", len(envelope.events), exc.reason, retry=True
-            )
+            return self._reject(503, "kafka_unavailable", envelope.count, exc.reason, retry=True)
         self.collector.metrics.produce_seconds.observe(time.perf_counter() - produce_started)
         self.collector._envelopes_accepted.inc()
-        self.collector._events_accepted.inc(len(envelope.events))
+        self.collector._events_accepted.inc(envelope.count)
         answer = {
-            "accepted": len(envelope.events),
+            "accepted": envelope.count,
             "rejected": [{"index": r.index, "errors": list(r.problems)} for r in envelope.rejected],
             "server_timestamp": server_ts_ms,
         }

@@ -123,11 +123,12 @@ async def test_real_livepeer_payloads_reach_kafka_enriched(
     status, headers, body = await post(http, path.read_bytes(), content_type)
     assert status == 200, body
     assert body["accepted"] == len(doc["events"])
+    assert body["rejected"] == []
     assert headers["Access-Control-Allow-Origin"] == "*"
     [(partition, record)] = await read_envelopes(ingest_settings, 1)
     assert partition == partition_for(doc["session_id"].encode(), ingest_settings.topic_partitions)
     assert record["events"] == doc["events"]
-    assert record["envelope"]["playback_id"] == doc["playback_id"]
+    assert record["envelope"] == {k: v for k, v in doc.items() if k != "events"}
     assert record["server_timestamp"] == body["server_timestamp"]
     assert record["viewer_hash"] == doc["uid"]  # uid given: it is the viewer
     assert record["dims"]["browser"] is not None
@@ -274,6 +275,7 @@ async def test_metrics_count_accepted_and_rejected(
         text = await resp.text()
     assert 'playpulse_ingest_events_total{outcome="accepted",reason=""} 4.0' in text
     assert 'playpulse_ingest_envelopes_total{outcome="rejected"' in text
+    assert "playpulse_ingest_produce_seconds_count 1.0" in text  # one record, acknowledged
 
 
 async def test_kafka_down_gives_503_then_recovers_and_loses_nothing(

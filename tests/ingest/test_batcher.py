@@ -64,18 +64,29 @@ async def test_every_waiter_of_a_failed_record_gets_the_error() -> None:
 async def test_a_cancelled_waiter_does_not_cancel_the_record() -> None:
     send = Recorder()
     batcher = PartitionBatcher(send, join, linger_s=0.01)
-    impatient = asyncio.create_task(batcher.add(0, b"a"))
-    patient = asyncio.create_task(batcher.add(0, b"b"))
+    impatient = asyncio.ensure_future(batcher.add(0, b"a"))
+    patient = asyncio.ensure_future(batcher.add(0, b"b"))
     await asyncio.sleep(0)
     impatient.cancel()
     await patient
     assert send.sent == [(0, [b"a", b"b"])]
 
 
+async def test_a_cancelled_waiter_of_a_failed_record_leaves_the_others_their_error() -> None:
+    batcher = PartitionBatcher(Recorder(fail=RuntimeError("nope")), join, linger_s=0.01)
+    impatient = asyncio.ensure_future(batcher.add(0, b"a"))
+    patient = asyncio.ensure_future(batcher.add(0, b"b"))
+    await asyncio.sleep(0)
+    impatient.cancel()
+    with pytest.raises(RuntimeError, match="nope"):
+        await patient
+    assert impatient.cancelled()
+
+
 async def test_drain_sends_what_is_open() -> None:
     send = Recorder()
     batcher = PartitionBatcher(send, join, linger_s=60)
-    waiter = asyncio.create_task(batcher.add(4, b"last"))
+    waiter = asyncio.ensure_future(batcher.add(4, b"last"))
     await asyncio.sleep(0)
     await batcher.drain()
     await waiter
