@@ -245,10 +245,14 @@ def flushing_open_hour(redis_url: str) -> Iterator[None]:
 
     async def run() -> None:
         redis = Redis.from_url(redis_url)
-        key = keys.rollup_key("hour", floor(time.time_ns() // 1_000_000, "hour"), None, None, FULL)
+        hour = floor(time.time_ns() // 1_000_000, "hour")
+        written = [  # what a flush writes: the hour's hash and its day's
+            keys.rollup_key("hour", hour, None, None, FULL),
+            keys.rollup_key("day", floor(hour, "day"), None, None, FULL),
+        ]
         try:
             while not stop.is_set():
-                await rewrite(redis, [key])
+                await rewrite(redis, written)
                 await asyncio.sleep(1)
         finally:
             await redis.aclose()
@@ -271,9 +275,11 @@ def rewrite_open_hour(redis_url: str) -> int:
         hour = floor(time.time_ns() // 1_000_000, "hour")
         try:
             for start in (hour, hour - HOUR_MS):
-                written = await rewrite(redis, [keys.rollup_key("hour", start, None, None, FULL)])
-                if written:
-                    return written
+                # what a flush writes: the hour's hash and its day's
+                hour_key = keys.rollup_key("hour", start, None, None, FULL)
+                day_key = keys.rollup_key("day", floor(start, "day"), None, None, FULL)
+                if await rewrite(redis, [hour_key]):
+                    return await rewrite(redis, [day_key]) + 1
             return 0
         finally:
             await redis.aclose()
@@ -408,7 +414,7 @@ def main() -> None:
                 get(url, key)
                 times = []
                 for _ in range(args.live_requests):
-                    if rewrite_open_hour(settings.redis_url) != 1:
+                    if rewrite_open_hour(settings.redis_url) != 2:
                         raise SystemExit("the open hour's hash was not written")
                     times.append(get(url, key)[2])
                 times.sort()
