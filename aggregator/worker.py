@@ -35,6 +35,7 @@ from prometheus_client import (
 )
 from redis.exceptions import RedisError
 
+from aggregator.changelog import ChangelogWriter
 from aggregator.partition import PartitionAggregate, SessionEntry, view_summary
 from aggregator.redisclient import connect
 from aggregator.settings import AggregatorSettings
@@ -76,6 +77,7 @@ class Aggregator:
         self.epochs: dict[int, int] = {}
         self.rebuilt: set[int] = set()  # partitions whose next flush replaces what they wrote
         self.table: Any = None  # the sessions table, set by `create_app`
+        self.changelog: ChangelogWriter | None = None  # its changelog, set by `create_app`
         # the table decoded by partition, for rebuilds (None: decode it again)
         self.table_by_partition: dict[int, list[tuple[str, SessionEntry]]] | None = None
         # partition -> last offset whose changes the table holds (decoded with the table)
@@ -183,32 +185,36 @@ class Aggregator:
         Kafka has acknowledged those changelog records.
 
         Synchronous, so no record is processed half-way through it: every held record's
-        changes are in the sessions written. The acks wait for the changelog because faust's
-        own flush before a commit (`ProducerBuffer.flush_atmost`) gives up after 0.1 s without
-        progress: acked at once, a record's offset could be committed ahead of the changelog,
-        and on a loaded machine a worker leaving the group lost updates that way (the
-        two-workers fault test, about 1 run in 10). Nothing awaits here: the agent keeps
-        going, and faust commits only what is acked.
+        changes are in the sessions written. The acks wait for the changelog because nothing
+        else makes a commit wait for it: the records go to Kafka as record batches
+        (`aggregator.changelog`, not through faust's producer buffer), and faust's own flush
+        before a commit (`ProducerBuffer.flush_atmost`) gave up after 0.1 s without progress
+        even when they went through it. Acked at once, a record's offset could be committed
+        ahead of the changelog, and on a loaded machine a worker leaving the group lost
+        updates that way (the two-workers fault test, about 1 run in 10). Nothing awaits
+        here: the agent keeps going, and faust commits only what is acked.
         """
-        sent: list[asyncio.Future[Any]] = []
+        records: list[tuple[int, bytes, bytes]] = []
         table = self.table
         if table is not None:
             for part in self.parts.values():
                 for session_id, entry in part.take_unsaved().items():
                     key, value = session_id.encode(), entry.to_bytes()
                     table.data[key] = value
-                    sent.append(table.send_changelog(part.partition, key, value))
+                    records.append((part.partition, key, value))
                 if part.offset >= 0 and part.offset != self.saved_offsets.get(part.partition):
                     # after the sessions, in the same changelog partition: when recovery has
                     # this, it has them
                     key, value = progress_key(part.partition), progress_record(part.offset)
                     table.data[key] = value
-                    sent.append(table.send_changelog(part.partition, key, value))
+                    records.append((part.partition, key, value))
                     self.saved_offsets[part.partition] = part.offset
         held, self.held = self.held, []
         # A record folded while an earlier checkpoint's records were on their way (the agent
         # awaits while publishing views) waits for those too.
-        self.sending = [f for f in self.sending if not f.done()] + sent
+        self.sending = [f for f in self.sending if not f.done()]
+        if records and self.changelog is not None:
+            self.sending.append(self.changelog.send(records))
         if not self.sending:
             _ack(held)
             return
@@ -367,6 +373,12 @@ def create_app(settings: AggregatorSettings) -> faust.App:
     )
 
     agg.table = sessions
+    # Checkpoints write the changelog as record batches (`aggregator.changelog`), on the
+    # producer faust runs (aiokafka's, looked up when sending: faust starts it later).
+    agg.changelog = ChangelogWriter(
+        lambda: app.producer._ensure_producer(),  # type: ignore[attr-defined]
+        sessions.changelog_topic.get_topic_name(),
+    )
     views = raw_topic(settings.views_topic)
 
     @app.agent(beacons, concurrency=1)
