@@ -37,6 +37,7 @@ from redis.exceptions import RedisError
 
 from aggregator.changelog import ChangelogWriter
 from aggregator.partition import PartitionAggregate, SessionEntry, view_summary
+from aggregator.records import decode_held
 from aggregator.redisclient import connect
 from aggregator.settings import AggregatorSettings
 from aggregator.store import ConcurrencyWriter, RollupWriter, TouchedWriter
@@ -407,10 +408,16 @@ def create_app(settings: AggregatorSettings) -> faust.App:
                 )
                 logging.shutdown()
                 os._exit(EXIT_RECORD_SKIPPED)
+            # Only what folding held sessions reads, when every session is held (the steady
+            # state); else the whole record (`aggregator.records`).
+            light = decode_held(event.value, part.sessions)
+            if light is not None:
+                tick, envelopes = light.tick, None
             try:
-                doc = orjson.loads(event.value)
-                tick = doc.get("tick")
-                envelopes = [] if tick is not None else envelopes_of(doc)
+                if light is None:
+                    doc = orjson.loads(event.value)
+                    tick = doc.get("tick")
+                    envelopes = [] if tick is not None else envelopes_of(doc)
             except (ValueError, AttributeError):
                 agg.records.labels("unreadable").inc()
                 log.warning(
@@ -432,11 +439,29 @@ def create_app(settings: AggregatorSettings) -> faust.App:
                 agg.records.labels("beacons").inc()
                 agg.last_beacons_at = time.monotonic()
                 n_events = 0
-                for envelope in envelopes:
-                    session_id, entry, was_closed = part.fold_envelope(envelope)
-                    if not was_closed and entry.state is not None and entry.state.closed:
-                        closed.append((session_id, orjson.dumps(view_summary(session_id, entry))))
-                    n_events += len(envelope["events"])
+                if light is not None:
+                    for held in light.envelopes:
+                        folded = part.fold_events(
+                            held.session_id, held.server_timestamp, held.events
+                        )
+                        assert folded is not None  # every session is held (checked above)
+                        entry, was_closed = folded
+                        if not was_closed and entry.state is not None and entry.state.closed:
+                            closed.append(
+                                (
+                                    held.session_id,
+                                    orjson.dumps(view_summary(held.session_id, entry)),
+                                )
+                            )
+                        n_events += len(held.events)
+                else:
+                    for envelope in envelopes or ():
+                        session_id, entry, was_closed = part.fold_envelope(envelope)
+                        if not was_closed and entry.state is not None and entry.state.closed:
+                            closed.append(
+                                (session_id, orjson.dumps(view_summary(session_id, entry)))
+                            )
+                        n_events += len(envelope["events"])
                 agg.events.inc(n_events)
             part.offset = message.offset
             for session_id, summary in closed:  # at least once: see `view_summary`
