@@ -227,10 +227,21 @@ class PartitionAggregate:
         self, envelope: Mapping[str, Any], entry: SessionEntry | None
     ) -> SessionEntry:
         """Folds one enriched envelope into its session; returns the entry to store."""
-        server_ts = int(envelope["server_timestamp"])
-        session_id = envelope["envelope"]["session_id"]
-        events = envelope["events"]
-        if entry is not None and entry.state is not None and len(events) == 1:
+        if entry is None:
+            entry = SessionEntry(self.partition, dims_of(envelope), envelope["viewer_hash"])
+        return self.apply_events(
+            envelope["envelope"]["session_id"],
+            int(envelope["server_timestamp"]),
+            envelope["events"],
+            entry,
+        )
+
+    def apply_events(
+        self, session_id: str, server_ts: int, events: Sequence[Any], entry: SessionEntry
+    ) -> SessionEntry:
+        """`apply_envelope` of an envelope's events (accepted at `server_ts`) into the session's
+        entry (new or held); returns the entry to store."""
+        if entry.state is not None and len(events) == 1:
             steady = absorb_steady_heartbeat(entry.state, server_ts, events[0], self.policy)
             if steady is not None:  # the common case, folded in place (same result)
                 event_ms, playing, buffer = steady
@@ -258,9 +269,7 @@ class PartitionAggregate:
                 self._cover(entry, server_ts)
                 self._touch(session_id, entry)
                 return entry
-        if entry is None:
-            entry = SessionEntry(self.partition, dims_of(envelope), envelope["viewer_hash"])
-        state, contribution = apply_batch(entry.state, server_ts, envelope["events"], self.policy)
+        state, contribution = apply_batch(entry.state, server_ts, events, self.policy)
         entry.state = state
         if server_ts > entry.last_seen_ms:
             self._see(entry, server_ts)
@@ -284,6 +293,20 @@ class PartitionAggregate:
         entry = self.apply_envelope(envelope, stored)
         self.sessions[session_id] = self._unsaved[session_id] = entry
         return session_id, entry, was_closed
+
+    def fold_events(
+        self, session_id: str, server_ts: int, events: Sequence[Any]
+    ) -> tuple[SessionEntry, bool] | None:
+        """`fold_envelope` for a session the partition holds, from the envelope's session id,
+        server time and events alone: (its entry, whether it was closed before). None, folding
+        nothing, when the session is not held: its dimensions come from the whole envelope."""
+        stored = self.sessions.get(session_id)
+        if stored is None:
+            return None
+        was_closed = stored.state is not None and stored.state.closed
+        entry = self.apply_events(session_id, server_ts, events, stored)
+        self._unsaved[session_id] = entry
+        return entry, was_closed
 
     def close_due(self, now_ms: int) -> list[tuple[str, SessionEntry, bool]]:
         """`apply_close` on every held session due at `now_ms`: (id, entry, was closed)."""

@@ -35,7 +35,9 @@ from prometheus_client import (
 )
 from redis.exceptions import RedisError
 
+from aggregator.changelog import ChangelogWriter
 from aggregator.partition import PartitionAggregate, SessionEntry, view_summary
+from aggregator.records import decode_held
 from aggregator.redisclient import connect
 from aggregator.settings import AggregatorSettings
 from aggregator.store import ConcurrencyWriter, RollupWriter, TouchedWriter
@@ -57,6 +59,9 @@ EPOCH_KEY = "pp:epoch:{app}:{topic}:{partition}"
 VERSION_EPOCH_SHIFT = 40  # version = epoch << 40 | (offset + 1)
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 PRODUCER_BATCH_BYTES = 512 * 1024  # under the broker's default message.max.bytes (1 MiB)
+CONSUMER_FETCH_BYTES = (
+    4 * 1024 * 1024
+)  # per partition and fetch (aiokafka's max_partition_fetch_bytes)
 
 
 def tick_record(now_ms: int) -> bytes:
@@ -76,6 +81,7 @@ class Aggregator:
         self.epochs: dict[int, int] = {}
         self.rebuilt: set[int] = set()  # partitions whose next flush replaces what they wrote
         self.table: Any = None  # the sessions table, set by `create_app`
+        self.changelog: ChangelogWriter | None = None  # its changelog, set by `create_app`
         # the table decoded by partition, for rebuilds (None: decode it again)
         self.table_by_partition: dict[int, list[tuple[str, SessionEntry]]] | None = None
         # partition -> last offset whose changes the table holds (decoded with the table)
@@ -183,32 +189,36 @@ class Aggregator:
         Kafka has acknowledged those changelog records.
 
         Synchronous, so no record is processed half-way through it: every held record's
-        changes are in the sessions written. The acks wait for the changelog because faust's
-        own flush before a commit (`ProducerBuffer.flush_atmost`) gives up after 0.1 s without
-        progress: acked at once, a record's offset could be committed ahead of the changelog,
-        and on a loaded machine a worker leaving the group lost updates that way (the
-        two-workers fault test, about 1 run in 10). Nothing awaits here: the agent keeps
-        going, and faust commits only what is acked.
+        changes are in the sessions written. The acks wait for the changelog because nothing
+        else makes a commit wait for it: the records go to Kafka as record batches
+        (`aggregator.changelog`, not through faust's producer buffer), and faust's own flush
+        before a commit (`ProducerBuffer.flush_atmost`) gave up after 0.1 s without progress
+        even when they went through it. Acked at once, a record's offset could be committed
+        ahead of the changelog, and on a loaded machine a worker leaving the group lost
+        updates that way (the two-workers fault test, about 1 run in 10). Nothing awaits
+        here: the agent keeps going, and faust commits only what is acked.
         """
-        sent: list[asyncio.Future[Any]] = []
+        records: list[tuple[int, bytes, bytes]] = []
         table = self.table
         if table is not None:
             for part in self.parts.values():
                 for session_id, entry in part.take_unsaved().items():
                     key, value = session_id.encode(), entry.to_bytes()
                     table.data[key] = value
-                    sent.append(table.send_changelog(part.partition, key, value))
+                    records.append((part.partition, key, value))
                 if part.offset >= 0 and part.offset != self.saved_offsets.get(part.partition):
                     # after the sessions, in the same changelog partition: when recovery has
                     # this, it has them
                     key, value = progress_key(part.partition), progress_record(part.offset)
                     table.data[key] = value
-                    sent.append(table.send_changelog(part.partition, key, value))
+                    records.append((part.partition, key, value))
                     self.saved_offsets[part.partition] = part.offset
         held, self.held = self.held, []
         # A record folded while an earlier checkpoint's records were on their way (the agent
         # awaits while publishing views) waits for those too.
-        self.sending = [f for f in self.sending if not f.done()] + sent
+        self.sending = [f for f in self.sending if not f.done()]
+        if records and self.changelog is not None:
+            self.sending.append(self.changelog.send(records))
         if not self.sending:
             _ack(held)
             return
@@ -336,6 +346,10 @@ def create_app(settings: AggregatorSettings) -> faust.App:
         # A checkpoint sends every changed session (a few KB each) at once: batches of 16 KB
         # (faust's default) took a produce round trip per few sessions and partition.
         producer_max_batch_size=PRODUCER_BATCH_BYTES,
+        # aiokafka fetches a partition again only once its fetched records are used up: 1 MiB
+        # (faust's default, about 50 records of 20 envelopes) lasted less than a fetch's round
+        # trip when catching up, and the agent waited for records late in a benchmark pass.
+        consumer_max_fetch_size=CONSUMER_FETCH_BYTES,
         broker_session_timeout=settings.group_session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.group_session_timeout_s / 4),
         stream_wait_empty=True,
@@ -367,6 +381,12 @@ def create_app(settings: AggregatorSettings) -> faust.App:
     )
 
     agg.table = sessions
+    # Checkpoints write the changelog as record batches (`aggregator.changelog`), on the
+    # producer faust runs (aiokafka's, looked up when sending: faust starts it later).
+    agg.changelog = ChangelogWriter(
+        lambda: app.producer._ensure_producer(),  # type: ignore[attr-defined]
+        sessions.changelog_topic.get_topic_name(),
+    )
     views = raw_topic(settings.views_topic)
 
     @app.agent(beacons, concurrency=1)
@@ -395,10 +415,16 @@ def create_app(settings: AggregatorSettings) -> faust.App:
                 )
                 logging.shutdown()
                 os._exit(EXIT_RECORD_SKIPPED)
+            # Only what folding held sessions reads, when every session is held (the steady
+            # state); else the whole record (`aggregator.records`).
+            light = decode_held(event.value, part.sessions)
+            if light is not None:
+                tick, envelopes = light.tick, None
             try:
-                doc = orjson.loads(event.value)
-                tick = doc.get("tick")
-                envelopes = [] if tick is not None else envelopes_of(doc)
+                if light is None:
+                    doc = orjson.loads(event.value)
+                    tick = doc.get("tick")
+                    envelopes = [] if tick is not None else envelopes_of(doc)
             except (ValueError, AttributeError):
                 agg.records.labels("unreadable").inc()
                 log.warning(
@@ -420,11 +446,29 @@ def create_app(settings: AggregatorSettings) -> faust.App:
                 agg.records.labels("beacons").inc()
                 agg.last_beacons_at = time.monotonic()
                 n_events = 0
-                for envelope in envelopes:
-                    session_id, entry, was_closed = part.fold_envelope(envelope)
-                    if not was_closed and entry.state is not None and entry.state.closed:
-                        closed.append((session_id, orjson.dumps(view_summary(session_id, entry))))
-                    n_events += len(envelope["events"])
+                if light is not None:
+                    for held in light.envelopes:
+                        folded = part.fold_events(
+                            held.session_id, held.server_timestamp, held.events
+                        )
+                        assert folded is not None  # every session is held (checked above)
+                        entry, was_closed = folded
+                        if not was_closed and entry.state is not None and entry.state.closed:
+                            closed.append(
+                                (
+                                    held.session_id,
+                                    orjson.dumps(view_summary(held.session_id, entry)),
+                                )
+                            )
+                        n_events += len(held.events)
+                else:
+                    for envelope in envelopes or ():
+                        session_id, entry, was_closed = part.fold_envelope(envelope)
+                        if not was_closed and entry.state is not None and entry.state.closed:
+                            closed.append(
+                                (session_id, orjson.dumps(view_summary(session_id, entry)))
+                            )
+                        n_events += len(envelope["events"])
                 agg.events.inc(n_events)
             part.offset = message.offset
             for session_id, summary in closed:  # at least once: see `view_summary`
