@@ -222,12 +222,7 @@ class Api:
 
     async def _authorize(self, request: web.Request, access: Access) -> ApiKey | None:
         """The request's key (None: public access without one), counted against its limit."""
-        secret = bearer_secret(request.headers.get("Authorization"))
-        key = None
-        if secret is not None:
-            key = await self._redis("auth", self.keys.lookup(secret))
-        elif access != "public":  # not counted: nothing was looked up
-            raise AuthError(401, "authorization: an API key is required (Bearer <key>)")
+        secret, key = await self._lookup(request, access)
         await self._count(request, key)  # an unknown key counts against its IP: no guessing
         self._check_key(request, access, secret, key)
         return key
@@ -239,12 +234,7 @@ class Api:
         rate-limit hit, which the caller must await (it raises `RateLimited`) before it
         answers or does anything costly. A hit sent in the same turn of the event loop as the
         caller's first reads goes to Redis in the same round trip (`TurnPipeline`)."""
-        secret = bearer_secret(request.headers.get("Authorization"))
-        key = None
-        if secret is not None:
-            key = await self._redis("auth", self.keys.lookup(secret))
-        elif access != "public":  # not counted: nothing was looked up
-            raise AuthError(401, "authorization: an API key is required (Bearer <key>)")
+        secret, key = await self._lookup(request, access)
         # An unknown key counts against its IP: no guessing.
         counted = asyncio.ensure_future(self._count(request, key))
         try:
@@ -253,6 +243,17 @@ class Api:
             await counted  # over the limit is answered first, as if counted before checking
             raise
         return key, counted
+
+    async def _lookup(
+        self, request: web.Request, access: Access
+    ) -> tuple[str | None, ApiKey | None]:
+        """The request's bearer secret and the key it names (None: unknown, or no secret)."""
+        secret = bearer_secret(request.headers.get("Authorization"))
+        if secret is not None:
+            return secret, await self._redis("auth", self.keys.lookup(secret))
+        if access != "public":  # not counted: nothing was looked up
+            raise AuthError(401, "authorization: an API key is required (Bearer <key>)")
+        return None, None
 
     @staticmethod
     def _check_key(
