@@ -123,7 +123,7 @@ class Aggregator:
         )
 
     async def partition(
-        self, partition: int, table: Any, consumer: Any = None, tp: Any = None
+        self, partition: int, table: Any, consumer: Any, tp: Any
     ) -> PartitionAggregate:
         """The partition's derived state, rebuilt from the sessions table if it has none; a
         rebuild also sets the offset its next record must have (`first_due`)."""
@@ -152,7 +152,7 @@ class Aggregator:
             last = self.saved_offsets[partition] = self.progress.pop(partition, -1)
             if last >= 0:
                 self.first_due[partition] = last + 1
-            elif consumer is not None and consumer._committed_offset.get(tp) is None:
+            elif consumer._committed_offset.get(tp) is None:
                 # Nothing in the table nor committed yet: the first record due is the
                 # partition's earliest (in `beacons`, the first ever written if none expired).
                 self.first_due[partition] = (await consumer.earliest_offsets(tp))[tp]
